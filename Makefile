@@ -1,0 +1,78 @@
+# gmemlab. Two commands set everything up on a fresh Debian 12 machine:
+#   make lab-test   the main job: build, boot, run the suites, report
+#   make check      the lab's own tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LAB := $(BIN)/lab
+KERNEL ?=
+CONFIG ?=
+SUITES ?=
+LAB_ARGS := $(if $(KERNEL),--kernel $(KERNEL)) $(if $(CONFIG),--config $(CONFIG))
+DEPS_STAMP := $(VENV)/.deps-installed
+
+.PHONY: help venv deps lab-test check lint unit guest-host integration build image boot nightly bench clean
+
+help:
+	@echo "make lab-test [KERNEL=mainline] [CONFIG=lab]   build, boot, test, report"
+	@echo "make check                                     lint + unit + guest suite on this host + integration"
+	@echo "make build | image | boot | nightly | bench | deps | venv"
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# The Debian packages (QEMU 10.0 from backports, build tools, mmdebstrap); uses sudo
+# when not root. Re-runs when ci/deps.sh changes.
+$(DEPS_STAMP): ci/deps.sh | $(VENV)/.stamp
+	bash ci/deps.sh
+	touch $@
+
+deps: $(DEPS_STAMP)
+
+lab-test: $(DEPS_STAMP) venv
+	$(LAB) run $(LAB_ARGS) $(if $(SUITES),--suites $(SUITES))
+
+build: $(DEPS_STAMP) venv
+	$(LAB) build $(LAB_ARGS)
+
+image: $(DEPS_STAMP) venv
+	$(LAB) image
+
+boot: $(DEPS_STAMP) venv
+	$(LAB) boot $(LAB_ARGS)
+
+nightly: $(DEPS_STAMP) venv
+	$(LAB) matrix nightly
+
+check: lint unit guest-host integration
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected nothing: that fails the target, never passes.
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+# The guest ioctl suite against this machine's own /dev/kvm, where there is one.
+guest-host: venv
+	@if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then \
+		$(BIN)/python -m pytest tests/guest -q -p no:cacheprovider --junitxml=results/guest-host.xml; \
+	else echo "guest-host: no usable /dev/kvm here, the guest suite runs inside the lab VM only"; fi
+
+# Real kernel build, real QEMU, real SSH: slow, uses the lab cache.
+integration: $(DEPS_STAMP) venv
+	$(BIN)/pytest tests/integration -v -m slow
+
+bench: $(DEPS_STAMP) venv
+	$(BIN)/python bench/boot.py
+
+clean:
+	rm -rf $(VENV) results

@@ -1,0 +1,1 @@
+"""One module per `lab` subcommand; each has register(subparsers)."""
