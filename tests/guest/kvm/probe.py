@@ -1,0 +1,213 @@
+"""Feature probes: what this kernel's KVM really does, found by trying it.
+
+The series' capability numbers moved in nearly every revision and collide
+with mainline capabilities, so nothing here trusts a series cap number.
+Mainline caps (VM_TYPES, GUEST_MEMFD_FLAGS) are read, and every series
+feature is detected from how the kernel answers a harmless ioctl.
+"""
+
+import errno
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+
+from . import api, child, uapi
+from .guest import SCRATCH_GPA, MiniGuest
+
+PARAM_DIR = "/sys/module/kvm/parameters"
+VCPU_PROBE_TIMEOUT = 20.0
+
+
+@dataclass
+class Features:
+    kernel: str = ""
+    page_size: int = uapi.PAGE_SIZE
+    kvm: bool = False
+    kvm_error: str = ""
+    guest_memfd: bool = False
+    vm_types: list[int] = field(default_factory=list)
+    # KVM_CAP_GUEST_MEMFD_FLAGS per VM type name
+    gmem_flags: dict[str, int] = field(default_factory=dict)
+    # KVM_CAP_MEMORY_ATTRIBUTES (mainline, per-VM attributes) per VM type name
+    vm_attributes: dict[str, int] = field(default_factory=dict)
+    # KVM_SET_MEMORY_ATTRIBUTES2 on a guest_memfd fd (size 0: EINVAL = present)
+    attrs2_gmem: bool = False
+    attrs2_gmem_errno: str = ""
+    # ... and on a VM fd (RFC v3/v4 with per-VM attributes enabled)
+    attrs2_vm: bool = False
+    attrs2_vm_errno: str = ""
+    # Content-mode flags (RFC v3..v5) accepted per direction, on a SW_PROTECTED gmem
+    content_modes: dict[str, dict[str, bool]] = field(default_factory=dict)
+    # kvm.vm_memory_attributes (v3..v7) / kvm.gmem_in_place_conversion (v8+), raw
+    vm_memory_attributes_param: str | None = None
+    gmem_in_place_conversion_param: str | None = None
+    vcpus_run: bool = False
+    vcpus_run_reason: str = ""
+    gup_test: bool = False
+    numa_nodes: int = 1
+    thp_pmd_size: int = 0
+
+    @property
+    def sw_protected(self) -> bool:
+        return uapi.KVM_X86_SW_PROTECTED_VM in self.vm_types
+
+    @property
+    def per_gmem_attributes(self) -> bool:
+        """In-place conversion through the guest_memfd ioctl is live."""
+        return self.attrs2_gmem
+
+    def content_mode(self, flag_name: str, direction: str) -> bool:
+        return self.content_modes.get(flag_name, {}).get(direction, False)
+
+    @property
+    def any_content_mode(self) -> bool:
+        return any(any(d.values()) for d in self.content_modes.values())
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["sw_protected"] = self.sw_protected
+        data["per_gmem_attributes"] = self.per_gmem_attributes
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    def summary(self) -> dict[str, str]:
+        """Flat name -> value pairs for JUnit properties and the session header."""
+        data = json.loads(self.to_json())
+        return {
+            key: value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            for key, value in data.items()
+        }
+
+
+def _errno_name(code: int | None) -> str:
+    return errno.errorcode.get(code or 0, str(code))
+
+
+def _read_param(name: str) -> str | None:
+    try:
+        with open(os.path.join(PARAM_DIR, name)) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _probe_attrs2(fd: int) -> tuple[bool, str]:
+    """size 0 is rejected by validation (EINVAL) iff the ioctl exists (else ENOTTY)."""
+    try:
+        api.set_memory_attributes2(fd, api.attrs2(0, 0, 0))
+    except OSError as exc:
+        return exc.errno == errno.EINVAL, _errno_name(exc.errno)
+    return True, "0"  # accepting size 0 would itself be a bug; tests will say so
+
+
+def _probe_content_modes() -> dict[str, dict[str, bool]]:
+    """For ZERO and PRESERVE: does a real 1-page conversion with that flag succeed?
+
+    Probed on SW_PROTECTED VMs only: a nonzero mode on a default VM gmem hits
+    a WARN_ONCE in RFC v3. Each try uses a fresh guest_memfd whose page has
+    never been allocated, so no contents are touched.
+    """
+    modes: dict[str, dict[str, bool]] = {}
+    for name, flag in (
+        ("zero", uapi.KVM_SET_MEMORY_ATTRIBUTES2_ZERO),
+        ("preserve", uapi.KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE),
+    ):
+        modes[name] = {}
+        for direction, target in (("to_shared", 0), ("to_private", uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)):
+            try:
+                with api.Vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
+                    supported = vm.gmem_supported_flags()
+                    init_flags = 0
+                    if target == uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE:
+                        if not supported & uapi.GUEST_MEMFD_FLAG_INIT_SHARED:
+                            modes[name][direction] = False
+                            continue
+                        init_flags = uapi.GUEST_MEMFD_FLAG_INIT_SHARED
+                    fd = vm.create_guest_memfd(uapi.PAGE_SIZE, init_flags)
+                    api.gmem_set_attributes(fd, 0, uapi.PAGE_SIZE, target, flag)
+                modes[name][direction] = True
+            except OSError:
+                modes[name][direction] = False
+    return modes
+
+
+def _vcpu_smoke() -> None:
+    """Child body: a default VM runs the mini guest over plain memory."""
+    with api.Vm() as vm:
+        guest = MiniGuest(vm)
+        guest.boot.write_byte(SCRATCH_GPA, 0x5A)
+        result = guest.access(SCRATCH_GPA, 0xA5)
+        if result.exit is not None or result.value != 0x5A:
+            raise RuntimeError(
+                f"guest did not complete a read/write of plain memory: value={result.value} "
+                f"{result.exit.describe() if result.exit else ''}"
+            )
+        if guest.boot.read_byte(SCRATCH_GPA) != 0xA5:
+            raise RuntimeError("guest write to plain memory not visible to the host")
+
+
+def _probe_vcpus() -> tuple[bool, str]:
+    try:
+        result = child.run_in_child(_vcpu_smoke, VCPU_PROBE_TIMEOUT)
+    except child.ChildTimeout:
+        return False, f"vCPUs do not run: a HLT/OUT guest did not exit within {VCPU_PROBE_TIMEOUT:.0f}s"
+    if result.exit_code == 0:
+        return True, "a long-mode guest ran and reported through port I/O"
+    last = result.message.strip().splitlines()[-1:] or [result.describe()]
+    return False, f"vCPUs do not run: {last[0]}"
+
+
+def _numa_nodes() -> int:
+    try:
+        return len([d for d in os.listdir("/sys/devices/system/node") if d.startswith("node")])
+    except OSError:
+        return 1
+
+
+def _thp_pmd_size() -> int:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def probe(run_vcpus: bool = True) -> Features:
+    feats = Features(kernel=platform.release(), page_size=os.sysconf("SC_PAGE_SIZE"))
+    feats.numa_nodes = _numa_nodes()
+    feats.thp_pmd_size = _thp_pmd_size()
+    feats.vm_memory_attributes_param = _read_param("vm_memory_attributes")
+    feats.gmem_in_place_conversion_param = _read_param("gmem_in_place_conversion")
+    feats.gup_test = os.access(uapi.GUP_TEST_PATH, os.R_OK | os.W_OK)
+    try:
+        kvm_fd = api.open_kvm()
+    except OSError as exc:
+        feats.kvm_error = f"{api.DEV_KVM}: {exc.strerror}"
+        return feats
+    try:
+        feats.kvm = True
+        feats.guest_memfd = api.check_extension(kvm_fd, uapi.KVM_CAP_GUEST_MEMFD) > 0
+        types_mask = api.check_extension(kvm_fd, uapi.KVM_CAP_VM_TYPES) or 1
+        feats.vm_types = [t for t in range(32) if types_mask & (1 << t)]
+    finally:
+        os.close(kvm_fd)
+    for vm_type in feats.vm_types:
+        name = uapi.VM_TYPE_NAMES.get(vm_type, str(vm_type))
+        try:
+            with api.Vm(vm_type) as vm:
+                feats.gmem_flags[name] = vm.gmem_supported_flags()
+                feats.vm_attributes[name] = vm.check_extension(uapi.KVM_CAP_MEMORY_ATTRIBUTES)
+        except OSError:
+            continue  # e.g. TDX/SEV types need setup the suite does not do
+    if feats.guest_memfd:
+        with api.Vm() as vm:
+            feats.attrs2_vm, feats.attrs2_vm_errno = _probe_attrs2(vm.fd)
+            gmem = vm.create_guest_memfd(uapi.PAGE_SIZE)
+            feats.attrs2_gmem, feats.attrs2_gmem_errno = _probe_attrs2(gmem)
+        if feats.attrs2_gmem and feats.sw_protected:
+            feats.content_modes = _probe_content_modes()
+    if run_vcpus:
+        feats.vcpus_run, feats.vcpus_run_reason = _probe_vcpus()
+    else:
+        feats.vcpus_run_reason = "vCPU probe not run"
+    return feats
