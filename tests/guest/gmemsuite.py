@@ -2,7 +2,7 @@
 
 import pytest
 
-from kvm import uapi
+from kvm import api, uapi
 from kvm.probe import Features, probe
 
 _features: Features | None = None
@@ -67,3 +67,26 @@ def require_conversions(feats: Features) -> None:
     flags = feats.gmem_flags.get("sw_protected", 0)
     if not flags & uapi.GUEST_MEMFD_FLAG_MMAP:
         pytest.skip("GUEST_MEMFD_FLAG_MMAP not supported for sw_protected VMs")
+
+
+def require_vm_attributes(feats: Features, vm_type: int) -> None:
+    """Per-VM KVM_SET_MEMORY_ATTRIBUTES with PRIVATE (mainline; off with per-gmem attributes)."""
+    require_vm_type(feats, vm_type)
+    name = uapi.VM_TYPE_NAMES.get(vm_type, str(vm_type))
+    if not feats.vm_attributes.get(name, 0) & uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE:
+        pytest.skip(f"per-VM KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) not supported for {name} VMs")
+
+
+def set_private(
+    feats: Features, vm_fd: int, gmem_fd: int, gpa: int, offset: int, size: int, private: bool
+) -> None:
+    """Make a range private/shared the way vm_mem_set_memory_attributes() does.
+
+    With per-gmem attributes (the series) through the guest_memfd ioctl, else
+    through the per-VM ioctl.
+    """
+    attributes = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0
+    if feats.per_gmem_attributes:
+        api.gmem_set_attributes(gmem_fd, offset, size, attributes)
+    else:
+        api.set_memory_attributes(vm_fd, gpa, size, attributes)

@@ -31,6 +31,9 @@ DATA_GPA = 4 << 30  # where tests put guest_memfd-backed memory
 
 PORT_READ = 0x10
 PORT_DONE = 0x11
+PORT_FLAGS = 0x12
+PORT_REMAINING = 0x13
+RFLAGS_ZF = 1 << 6
 
 # Page-table entry bits.
 PTE_P = 1 << 0
@@ -60,6 +63,30 @@ PROGRAM = bytes(
     ]
 )  # fmt: skip
 
+# Second program, at CODE_GPA + SCAN_OFFSET: check that RCX bytes at RDI all
+# equal AL, report the result, then fill them with DL (the C test's guest_code:
+# assert every byte is 0xaa, then memset 0xff).
+SCAN_OFFSET = 0x40
+SCAN_PROGRAM = bytes(
+    [
+        0x48, 0x89, 0xFB,  # 00: mov rbx, rdi            save start
+        0x49, 0x89, 0xC8,  # 03: mov r8, rcx             save count
+        0xF3, 0xAE,  # 06: repe scasb               scan while [rdi] == al
+        0x9C,  # 08: pushfq                    ZF=1: every byte matched
+        0x58,  # 09: pop rax
+        0xE7, PORT_FLAGS,  # 0a: out PORT_FLAGS, eax     report rflags
+        0x89, 0xC8,  # 0c: mov eax, ecx              bytes left unscanned
+        0xE7, PORT_REMAINING,  # 0e: out PORT_REMAINING, eax
+        0x48, 0x89, 0xDF,  # 10: mov rdi, rbx            restore start
+        0x4C, 0x89, 0xC1,  # 13: mov rcx, r8             restore count
+        0x88, 0xD0,  # 16: mov al, dl                  fill byte
+        0xF3, 0xAA,  # 18: rep stosb                   fill the range
+        0xE6, PORT_DONE,  # 1a: out PORT_DONE, al
+        0xF4,  # 1c: hlt
+        0xEB, 0xFD,  # 1d: jmp -3 (-> 1c)
+    ]
+)  # fmt: skip
+
 
 class GuestError(AssertionError):
     """The vCPU stopped with an exit the access did not expect."""
@@ -85,6 +112,7 @@ class MiniGuest:
         self.boot = Mapping(BOOT_SIZE, flags=mmap.MAP_SHARED)
         self._write_page_tables()
         self.boot.write(CODE_GPA, PROGRAM)
+        self.boot.write(CODE_GPA + SCAN_OFFSET, SCAN_PROGRAM)
         vm.set_region(BOOT_SLOT, 0, BOOT_SIZE, userspace_addr=self.boot.addr)
         self.vcpu = Vcpu(vm)
         self.vcpu.set_supported_cpuid(vm.kvm_fd)
@@ -172,14 +200,44 @@ class MiniGuest:
             f"guest read {result.value:#04x} at GPA {gpa:#x}, expected {expect & 0xFF:#04x}"
         )
 
+    def check_and_fill(self, gpa: int, count: int, expect: int, fill: int) -> None:
+        """Guest asserts `count` bytes at `gpa` equal `expect`, then fills them with `fill`."""
+        self.vcpu.settle()
+        self.vcpu.set_regs(
+            uapi.KvmRegs(
+                rip=CODE_GPA + SCAN_OFFSET, rdi=gpa, rcx=count, rax=expect & 0xFF,
+                rdx=fill & 0xFF, rsp=STACK_TOP, rflags=0x2,
+            )
+        )
+        flags_exit = self._run()
+        if not self._is_out(flags_exit, PORT_FLAGS, 4):
+            raise GuestError(f"scan of [{gpa:#x}, +{count:#x})", flags_exit)
+        left_exit = self._run()
+        if not self._is_out(left_exit, PORT_REMAINING, 4):
+            raise GuestError("scan report", left_exit)
+        rflags = int.from_bytes(flags_exit.io_data[:4], "little")
+        left = int.from_bytes(left_exit.io_data[:4], "little")
+        if not rflags & RFLAGS_ZF:
+            raise AssertionError(
+                f"Guest expected {expect & 0xFF:#x} at offset {count - left - 1:#x} "
+                f"of [{gpa:#x}, +{count:#x})"
+            )
+        assert left == 0, f"guest scan stopped with {left} bytes left"
+        done = self._run()
+        if not self._is_out(done, PORT_DONE):
+            raise GuestError(f"fill of [{gpa:#x}, +{count:#x})", done)
+        halt = self._run()
+        if halt.reason != uapi.KVM_EXIT_HLT:
+            raise GuestError("halt", halt)
+
     @staticmethod
-    def _is_out(exit_: Exit, port: int) -> bool:
+    def _is_out(exit_: Exit, port: int, size: int = 1) -> bool:
         return (
             exit_.reason == uapi.KVM_EXIT_IO
             and exit_.io_direction == uapi.KVM_EXIT_IO_OUT
             and exit_.io_port == port
-            and exit_.io_size == 1
-            and len(exit_.io_data) >= 1
+            and exit_.io_size == size
+            and len(exit_.io_data) >= size
         )
 
     def close(self) -> None:
