@@ -14,10 +14,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from gmemsuite import get_features  # noqa: E402
-from kvm.probe import Features  # noqa: E402
+from gmemsuite import get_features
+from kvm.probe import Features
 
 DEFAULT_TIMEOUT = float(os.environ.get("GMEMLAB_TEST_TIMEOUT", "120"))
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "timeout(seconds): per-test timeout (default 120s)")

@@ -1,7 +1,6 @@
 """Shared test helpers: the session's probed features and skip-with-reason requirements."""
 
 import pytest
-
 from kvm import api, uapi
 from kvm.probe import Features, probe
 

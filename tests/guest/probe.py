@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from kvm.probe import probe  # noqa: E402
+from kvm.probe import probe
 
 
 def main(argv: list[str]) -> int:

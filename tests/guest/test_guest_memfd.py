@@ -8,9 +8,9 @@ C test makes loosely ("should fail") are made with the errno 7.3 returns.
 import errno
 import mmap
 import os
+from collections.abc import Iterator
 
 import pytest
-
 from gmemsuite import require_gmem_flags, require_kvm, require_vm_type
 from kvm import api, child, libc, uapi
 from kvm.libc import Mapping
@@ -33,7 +33,7 @@ FLAG_SETS = [
 
 
 @pytest.fixture(params=VM_TYPES)
-def vm(request: pytest.FixtureRequest, features: Features) -> api.Vm:
+def vm(request: pytest.FixtureRequest, features: Features) -> Iterator[api.Vm]:
     require_vm_type(features, request.param)
     with api.Vm(request.param) as machine:
         yield machine

@@ -6,7 +6,6 @@ basic flow of x86/private_mem_conversions_test.c over per-VM attributes.
 """
 
 import pytest
-
 from gmemsuite import (
     require_gmem_flags,
     require_vcpus,

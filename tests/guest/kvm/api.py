@@ -5,6 +5,7 @@ value (e.g. the new guest_memfd fd) and copies out-fields back into the buffer
 (e.g. error_offset), which is why every struct travels as a bytearray.
 """
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -141,10 +142,8 @@ def get_vcpu_mmap_size(kvm_fd: int) -> int:
 
 
 def close_quietly(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.close(fd)
-    except OSError:
-        pass
 
 
 class Vm:

@@ -6,6 +6,7 @@ parent inspects how it died. A child that exits normally when SIGBUS was
 expected is a failure, never a pass.
 """
 
+import contextlib
 import faulthandler
 import os
 import resource
@@ -51,10 +52,39 @@ def _child_setup() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def run_in_child(fn: Callable[[], None], timeout: float = DEFAULT_TIMEOUT) -> ChildResult:
-    """Fork, run fn() in the child, return how the child ended.
+class Spawned:
+    """A running child started by spawn(); wait() collects it."""
 
-    Exit 0: fn returned; exit 1: fn raised (message carries the traceback).
+    def __init__(self, pid: int, rfd: int) -> None:
+        self.pid = pid
+        self.rfd = rfd
+
+    def poll(self) -> ChildResult | None:
+        """The child's result if it has ended (the C test's waitpid(WNOHANG) check)."""
+        done, status = os.waitpid(self.pid, os.WNOHANG)
+        return self._collect(status) if done else None
+
+    def wait(self, timeout: float = DEFAULT_TIMEOUT) -> ChildResult:
+        try:
+            status = _wait(self.pid, timeout)
+        except ChildTimeout:
+            os.close(self.rfd)
+            raise
+        return self._collect(status)
+
+    def _collect(self, status: int) -> ChildResult:
+        chunks = []
+        try:
+            while chunk := os.read(self.rfd, 4096):
+                chunks.append(chunk)
+        finally:
+            os.close(self.rfd)
+        return ChildResult(status, b"".join(chunks).decode(errors="replace").strip())
+
+
+def spawn(fn: Callable[[], object]) -> Spawned:
+    """Fork and run fn() in the child; exit 0 if it returned, 1 (with traceback) if it raised.
+
     The child never returns into pytest: it leaves through os._exit.
     """
     rfd, wfd = os.pipe()
@@ -67,21 +97,17 @@ def run_in_child(fn: Callable[[], None], timeout: float = DEFAULT_TIMEOUT) -> Ch
             fn()
             code = 0
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.write(wfd, traceback.format_exc().encode()[-4000:])
-            except OSError:
-                pass
         finally:
             os._exit(code)
     os.close(wfd)
-    try:
-        status = _wait(pid, timeout)
-        chunks = []
-        while chunk := os.read(rfd, 4096):
-            chunks.append(chunk)
-    finally:
-        os.close(rfd)
-    return ChildResult(status, b"".join(chunks).decode(errors="replace").strip())
+    return Spawned(pid, rfd)
+
+
+def run_in_child(fn: Callable[[], object], timeout: float = DEFAULT_TIMEOUT) -> ChildResult:
+    """Fork, run fn() in the child, return how the child ended."""
+    return spawn(fn).wait(timeout)
 
 
 def _wait(pid: int, timeout: float) -> int:
@@ -99,7 +125,7 @@ def _wait(pid: int, timeout: float) -> int:
         delay = min(delay * 2, 0.05)
 
 
-def expect_sigbus(what: str, fn: Callable[[], None], timeout: float = DEFAULT_TIMEOUT) -> None:
+def expect_sigbus(what: str, fn: Callable[[], object], timeout: float = DEFAULT_TIMEOUT) -> None:
     """Assert that fn() dies by SIGBUS in a child ("'<what>' should have triggered SIGBUS")."""
     result = run_in_child(fn, timeout)
     if result.signal == signal.SIGBUS:
@@ -107,7 +133,7 @@ def expect_sigbus(what: str, fn: Callable[[], None], timeout: float = DEFAULT_TI
     raise AssertionError(f"'{what}' should have triggered SIGBUS; child {result.describe()}")
 
 
-def expect_ok(what: str, fn: Callable[[], None], timeout: float = DEFAULT_TIMEOUT) -> None:
+def expect_ok(what: str, fn: Callable[[], object], timeout: float = DEFAULT_TIMEOUT) -> None:
     """Assert that fn() completes in a child (used where the parent must not risk a SIGBUS)."""
     result = run_in_child(fn, timeout)
     if result.exit_code == 0:

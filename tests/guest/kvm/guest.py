@@ -132,12 +132,28 @@ class MiniGuest:
     def _enter_long_mode(self) -> None:
         sregs = self.vcpu.get_sregs()
         code = uapi.KvmSegment(
-            base=0, limit=0xFFFFFFFF, selector=0x8, type=0xB, present=1, dpl=0, db=0, s=1,
-            l=1, g=1,
+            base=0,
+            limit=0xFFFFFFFF,
+            selector=0x8,
+            type=0xB,
+            present=1,
+            dpl=0,
+            db=0,
+            s=1,
+            l=1,
+            g=1,
         )
         data = uapi.KvmSegment(
-            base=0, limit=0xFFFFFFFF, selector=0x10, type=0x3, present=1, dpl=0, db=1, s=1,
-            l=0, g=1,
+            base=0,
+            limit=0xFFFFFFFF,
+            selector=0x10,
+            type=0x3,
+            present=1,
+            dpl=0,
+            db=1,
+            s=1,
+            l=0,
+            g=1,
         )
         # A busy 64-bit TSS: VMX refuses entry with an unusable TR in long mode.
         tr = uapi.KvmSegment(base=0, limit=0x67, selector=0x18, type=0xB, present=1, s=0)
@@ -166,8 +182,12 @@ class MiniGuest:
         successful read raises GuestError.
         """
         regs = uapi.KvmRegs(
-            rip=CODE_GPA, rdi=gpa, rsi=(write or 0) & 0xFF, rdx=1 if write is not None else 0,
-            rsp=STACK_TOP, rflags=0x2,
+            rip=CODE_GPA,
+            rdi=gpa,
+            rsi=(write or 0) & 0xFF,
+            rdx=1 if write is not None else 0,
+            rsp=STACK_TOP,
+            rflags=0x2,
         )
         self.vcpu.settle()
         self.vcpu.set_regs(regs)
@@ -205,8 +225,13 @@ class MiniGuest:
         self.vcpu.settle()
         self.vcpu.set_regs(
             uapi.KvmRegs(
-                rip=CODE_GPA + SCAN_OFFSET, rdi=gpa, rcx=count, rax=expect & 0xFF,
-                rdx=fill & 0xFF, rsp=STACK_TOP, rflags=0x2,
+                rip=CODE_GPA + SCAN_OFFSET,
+                rdi=gpa,
+                rcx=count,
+                rax=expect & 0xFF,
+                rdx=fill & 0xFF,
+                rsp=STACK_TOP,
+                rflags=0x2,
             )
         )
         flags_exit = self._run()

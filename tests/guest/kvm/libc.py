@@ -131,7 +131,9 @@ class Mapping:
         if not self.addr:
             raise ValueError("mapping already unmapped")
         if offset < 0 or size < 0 or offset + size > self.length:
-            raise IndexError(f"access [{offset:#x}, +{size:#x}) outside mapping of {self.length:#x}")
+            raise IndexError(
+                f"access [{offset:#x}, +{size:#x}) outside mapping of {self.length:#x}"
+            )
 
     def __enter__(self) -> "Mapping":
         return self

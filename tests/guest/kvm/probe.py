@@ -113,7 +113,10 @@ def _probe_content_modes() -> dict[str, dict[str, bool]]:
         ("preserve", uapi.KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE),
     ):
         modes[name] = {}
-        for direction, target in (("to_shared", 0), ("to_private", uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)):
+        for direction, target in (
+            ("to_shared", 0),
+            ("to_private", uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE),
+        ):
             try:
                 with api.Vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
                     supported = vm.gmem_supported_flags()
@@ -150,7 +153,10 @@ def _probe_vcpus() -> tuple[bool, str]:
     try:
         result = child.run_in_child(_vcpu_smoke, VCPU_PROBE_TIMEOUT)
     except child.ChildTimeout:
-        return False, f"vCPUs do not run: a HLT/OUT guest did not exit within {VCPU_PROBE_TIMEOUT:.0f}s"
+        return (
+            False,
+            f"vCPUs do not run: a HLT/OUT guest did not exit within {VCPU_PROBE_TIMEOUT:.0f}s",
+        )
     if result.exit_code == 0:
         return True, "a long-mode guest ran and reported through port I/O"
     last = result.message.strip().splitlines()[-1:] or [result.describe()]

@@ -116,13 +116,15 @@ class KvmMemoryAttributes2(ctypes.Structure):
     )
 
 
+KVM_REGS_NAMES = (
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+    "rip", "rflags",
+)  # fmt: skip
+
+
 class KvmRegs(ctypes.Structure):
-    _fields_ = tuple(
-        (name, u64)
-        for name in (
-            "rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags".split()
-        )
-    )
+    _fields_ = tuple((name, u64) for name in KVM_REGS_NAMES)
 
 
 class KvmSegment(ctypes.Structure):

@@ -48,7 +48,9 @@ class Exit:
         elif self.reason == uapi.KVM_EXIT_MMIO:
             text += f" gpa={self.mmio_addr:#x} len={self.mmio_len} write={self.mmio_is_write}"
         elif self.reason == uapi.KVM_EXIT_MEMORY_FAULT:
-            text += f" gpa={self.fault_gpa:#x} size={self.fault_size:#x} flags={self.fault_flags:#x}"
+            text += (
+                f" gpa={self.fault_gpa:#x} size={self.fault_size:#x} flags={self.fault_flags:#x}"
+            )
         if self.detail:
             text += f" ({self.detail})"
         return text
@@ -140,12 +142,17 @@ class Vcpu:
             io = self._union(uapi.KvmRunIo)
             start = io.data_offset
             data = bytes(self.run_map[start : start + io.size * io.count])
-            return Exit(reason, io_port=io.port, io_direction=io.direction, io_size=io.size,
-                        io_data=data)
+            return Exit(
+                reason, io_port=io.port, io_direction=io.direction, io_size=io.size, io_data=data
+            )
         if reason == uapi.KVM_EXIT_MMIO:
             mmio = self._union(uapi.KvmRunMmio)
-            return Exit(reason, mmio_addr=mmio.phys_addr, mmio_len=mmio.len,
-                        mmio_is_write=bool(mmio.is_write))
+            return Exit(
+                reason,
+                mmio_addr=mmio.phys_addr,
+                mmio_len=mmio.len,
+                mmio_is_write=bool(mmio.is_write),
+            )
         if reason == uapi.KVM_EXIT_MEMORY_FAULT:
             mf = self._union(uapi.KvmRunMemoryFault)
             return Exit(reason, fault_flags=mf.flags, fault_gpa=mf.gpa, fault_size=mf.size)

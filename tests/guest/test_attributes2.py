@@ -1,0 +1,327 @@
+"""KVM_SET_MEMORY_ATTRIBUTES2 on a guest_memfd, host side only (no vCPU needed).
+
+SERIES.md §2.2 (validation order, error_offset, EAGAIN, no partial progress),
+§2.3 (per-gmem state: unallocated ranges, hole punching, fork), §2.4/§6.3
+(content modes of RFC v3..v5). Host-only twins of conversion-test cases run
+even where vCPUs cannot.
+"""
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+
+import pytest
+from convlib import PAGE, PRIVATE, ConversionEnv
+from gmemsuite import require_attrs2, require_conversions
+from kvm import api, child, libc, uapi
+from kvm.probe import Features
+
+N = 4
+ZERO = uapi.KVM_SET_MEMORY_ATTRIBUTES2_ZERO
+PRESERVE = uapi.KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE
+
+
+@pytest.fixture
+def env(features: Features) -> Iterator[ConversionEnv]:
+    """N pages, INIT_SHARED, no vCPU: all checks are made through the host mapping."""
+    require_conversions(features)
+    if not features.gmem_flags.get("sw_protected", 0) & uapi.GUEST_MEMFD_FLAG_INIT_SHARED:
+        pytest.skip("GUEST_MEMFD_FLAG_INIT_SHARED not supported for sw_protected VMs")
+    e = ConversionEnv(features, N, init_shared=True, with_guest=False)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def private_env(features: Features) -> Iterator[ConversionEnv]:
+    require_conversions(features)
+    e = ConversionEnv(features, N, init_shared=False, with_guest=False)
+    yield e
+    e.close()
+
+
+def _errno(fd: int, arg: uapi.KvmMemoryAttributes2) -> int:
+    try:
+        api.set_memory_attributes2(fd, arg)
+    except OSError as exc:
+        return exc.errno or -1
+    return 0
+
+
+# --- probing and paths -------------------------------------------------------------------
+
+
+def test_probe_size_zero_einval(features: Features) -> None:
+    """The probe's premise: size 0 is rejected with EINVAL (not accepted, not ENOTTY)."""
+    require_attrs2(features)
+    assert features.attrs2_gmem_errno == "EINVAL", features.attrs2_gmem_errno
+
+
+def test_exactly_one_attributes_path(features: Features) -> None:
+    """v3/v4: gmem ioctl iff per-VM attributes are off; never both live (v5+: VM fd never)."""
+    require_attrs2(features)
+    assert not features.attrs2_vm, "KVM_SET_MEMORY_ATTRIBUTES2 live on both the VM fd and gmem"
+    assert not features.vm_attributes.get("sw_protected", 0) & PRIVATE, (
+        "per-VM PRIVATE attributes still advertised while guest_memfd attributes are live"
+    )
+
+
+def test_unknown_gmem_ioctl_enotty(features: Features) -> None:
+    require_attrs2(features)
+    with api.Vm() as vm:
+        fd = vm.create_guest_memfd(PAGE)
+        with pytest.raises(OSError) as info:
+            api.ioctl_int(fd, uapi.KVM_SET_MEMORY_ATTRIBUTES, 0)
+        assert info.value.errno == errno.ENOTTY
+
+
+def test_default_vm_rejects_private(features: Features) -> None:
+    """A default VM has no private memory: PRIVATE is an unsupported attribute there."""
+    require_attrs2(features)
+    with api.Vm() as vm:
+        fd = vm.create_guest_memfd(PAGE)
+        assert _errno(fd, api.attrs2(0, PAGE, PRIVATE)) == errno.EINVAL
+
+
+# --- validation order (§2.2 steps 1-8) -------------------------------------------------------
+
+
+def test_bad_pointer_efault(env: ConversionEnv) -> None:
+    with pytest.raises(OSError) as info:
+        fcntl.ioctl(env.gmem_fd, uapi.KVM_SET_MEMORY_ATTRIBUTES2, 0)
+    assert info.value.errno == errno.EFAULT
+
+
+INVALID = [
+    pytest.param({"flags": ZERO | PRESERVE}, id="zero_and_preserve"),
+    pytest.param({"flags": 1 << 5}, id="unknown_flag"),
+    pytest.param({"error_offset": PAGE}, id="error_offset_nonzero"),
+    pytest.param({"attributes": 1 << 0}, id="attr_read"),
+    pytest.param({"attributes": 1 << 4}, id="attr_bit4"),
+    pytest.param({"size": 0}, id="size_zero"),
+    pytest.param({"offset": PAGE, "size": (1 << 64) - PAGE}, id="size_overflow"),
+    pytest.param({"offset": 1}, id="offset_unaligned"),
+    pytest.param({"size": PAGE + 1}, id="size_unaligned"),
+    pytest.param({"offset": N * PAGE}, id="offset_at_size"),
+    pytest.param({"offset": (N - 1) * PAGE, "size": 2 * PAGE}, id="range_past_size"),
+] + [pytest.param({"reserved": {i: 1}}, id=f"reserved{i}") for i in range(11)]
+
+
+@pytest.mark.parametrize("bad", INVALID)
+def test_invalid_request_einval_and_no_change(env: ConversionEnv, bad: dict[str, object]) -> None:
+    """Each invalid field alone -> EINVAL, and nothing converts (pages stay shared)."""
+    fields: dict[str, object] = {"offset": 0, "size": PAGE, "attributes": PRIVATE, "flags": 0}
+    fields.update(bad)
+    arg = api.attrs2(**fields)  # type: ignore[arg-type]
+    env.host_do_rmw(0, 0, 0x61)
+    assert _errno(env.gmem_fd, arg) == errno.EINVAL
+    env.host_read(0, 0x61)  # still shared: no SIGBUS, contents intact
+    # The same request without the bad field is valid: the field alone was the reason.
+    ok = api.attrs2(0, PAGE, PRIVATE, env.mode)
+    assert _errno(env.gmem_fd, ok) == 0
+
+
+# --- state model (§2.3) -----------------------------------------------------------------------
+
+
+def test_host_fault_follows_state(env: ConversionEnv) -> None:
+    env.host_do_rmw(1, 0, 0x11)
+    env.set_attributes(PAGE, PAGE, PRIVATE)
+    env.host_expect_sigbus(1)
+    for page in (0, 2, 3):
+        env.host_read(page, 0)  # neighbours untouched
+    env.set_attributes(PAGE, PAGE, 0)
+    got = _host_byte(env, 1)  # accessible again
+    if not env.scrambles:
+        assert got == 0x11, f"contents lost across shared->private->shared: {got:#x}"
+
+
+def _host_byte(env: ConversionEnv, page: int) -> int:
+    result: list[int] = []
+    r, w = os.pipe()
+    mem = env.mem
+
+    def body() -> None:
+        os.write(w, bytes([mem.read_byte(page * PAGE)]))
+
+    child.expect_ok("host read", body)
+    result.append(os.read(r, 1)[0])
+    os.close(r)
+    os.close(w)
+    return result[0]
+
+
+def test_init_private_host_sigbus(private_env: ConversionEnv) -> None:
+    for page in range(N):
+        private_env.host_expect_sigbus(page)
+
+
+def test_noop_conversion_succeeds(env: ConversionEnv, private_env: ConversionEnv) -> None:
+    env.set_attributes(0, N * PAGE, 0)
+    private_env.set_attributes(0, N * PAGE, PRIVATE)
+    env.host_read(0, 0)
+    private_env.host_expect_sigbus(0)
+
+
+def test_before_allocation_host(env: ConversionEnv, private_env: ConversionEnv) -> None:
+    """Conversions of never-allocated ranges are recorded and apply on first fault."""
+    env.set_attributes(0, PAGE, PRIVATE)
+    env.host_expect_sigbus(0)
+    private_env.set_attributes(0, PAGE, 0)
+    private_env.host_do_rmw(0, 0, 0x41)
+    private_env.host_expect_sigbus(1)
+
+
+def test_unallocated_folios_host(env: ConversionEnv) -> None:
+    env.host_do_rmw(2, 0, 0x41)
+    env.set_attributes(0, N * PAGE, PRIVATE)
+    for page in range(N):
+        env.host_expect_sigbus(page)
+    env.set_attributes(0, N * PAGE, 0)
+    for page in (0, 1, 3):
+        env.host_read(page, 0)  # never allocated: zero after any conversion
+
+
+def test_truncate_host(env: ConversionEnv) -> None:
+    env.host_do_rmw(0, 0, 0x41)
+    libc.punch_hole(env.gmem_fd, 0, PAGE)
+    env.host_do_rmw(0, 0, 0x41)  # re-zeroed, still shared
+    env.set_attributes(0, PAGE, PRIVATE)
+    libc.punch_hole(env.gmem_fd, 0, PAGE)
+    env.host_expect_sigbus(0)  # still private after the punch
+    env.set_attributes(0, PAGE, 0)
+    env.host_read(0, 0)  # the punched page comes back zeroed
+
+
+def test_forked_mapping_zapped(env: ConversionEnv) -> None:
+    """A child that faulted the page in loses it when the parent converts to private."""
+    mem = env.mem
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+
+    def body() -> None:
+        mem.write_byte(0, 0x42)  # fault in, in the child
+        os.write(w2, b"m")
+        assert os.read(r1, 1) == b"c"
+        child.expect_sigbus("child read after conversion", lambda: mem.read_byte(0))
+
+    proc = child.spawn(body)
+    try:
+        assert os.read(r2, 1) == b"m", "child died before mapping the page"
+        env.set_attributes(0, PAGE, PRIVATE)
+        os.write(w1, b"c")
+    finally:
+        for fd in (r1, w1, r2, w2):
+            os.close(fd)
+    result = proc.wait(60)
+    assert result.exit_code == 0, f"child {result.describe()}"
+
+
+# --- refcounts (§2.2 9d) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pinned_page", range(N))
+def test_elevated_refcount_host(env: ConversionEnv, pinned_page: int) -> None:
+    """vmsplice-pinned page: EAGAIN, error_offset = its offset, and no partial progress."""
+    for page in range(N):
+        env.host_do_rmw(page, 0, 0x30 + page)
+    r, w = os.pipe()
+    try:
+        assert libc.vmsplice(w, env.mem.addr + pinned_page * PAGE, PAGE) == PAGE
+        off = env.expect_conversion_failure(0, N * PAGE, PRIVATE, errno.EAGAIN)
+        assert off == pinned_page * PAGE, f"error_offset {off:#x}"
+        for page in range(N):  # nothing converted, not even pages before the pinned one
+            env.host_read(page, 0x30 + page)
+    finally:
+        os.close(r)
+        os.close(w)
+    env.set_attributes(0, N * PAGE, PRIVATE)
+    for page in range(N):
+        env.host_expect_sigbus(page)
+
+
+def test_elevated_refcount_gup_test(env: ConversionEnv, features: Features) -> None:
+    """v8+: a FOLL_LONGTERM pin via CONFIG_GUP_TEST blocks to-private the same way."""
+    if not features.gup_test:
+        pytest.skip(f"GUP_TEST not available ({uapi.GUP_TEST_PATH})")
+    env.host_do_rmw(1, 0, 0x31)
+    gup = os.open(uapi.GUP_TEST_PATH, os.O_RDWR)
+    try:
+        pin = uapi.PinLongtermTest(
+            addr=env.mem.addr + PAGE, size=PAGE, flags=uapi.PIN_LONGTERM_TEST_FLAG_USE_WRITE
+        )
+        api.ioctl_struct(gup, uapi.PIN_LONGTERM_TEST_START, pin)
+        try:
+            off = env.expect_conversion_failure(0, N * PAGE, PRIVATE, errno.EAGAIN)
+            assert off == PAGE
+            env.host_read(1, 0x31)
+        finally:
+            api.ioctl_int(gup, uapi.PIN_LONGTERM_TEST_STOP)
+    finally:
+        os.close(gup)
+    env.set_attributes(0, N * PAGE, PRIVATE)
+
+
+def test_to_shared_ignores_refcount(private_env: ConversionEnv) -> None:
+    """No refcount check for private->shared: converting back works while a pin exists."""
+    private_env.set_attributes(0, PAGE, 0)
+    private_env.host_do_rmw(0, 0, 0x11)
+    r, w = os.pipe()
+    try:
+        assert libc.vmsplice(w, private_env.mem.addr, PAGE) == PAGE
+        private_env.set_attributes(0, PAGE, 0)  # no-op, must not EAGAIN
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+# --- content modes (RFC v3..v5) -------------------------------------------------------------------
+
+
+def _require_mode(features: Features, name: str, direction: str) -> None:
+    if not features.content_mode(name, direction):
+        pytest.skip(f"content mode {name.upper()} {direction} not supported")
+
+
+def test_content_zero_to_shared(env: ConversionEnv, features: Features) -> None:
+    _require_mode(features, "zero", "to_shared")
+    env.host_do_rmw(0, 0, 0x41)
+    api.gmem_set_attributes(env.gmem_fd, 0, PAGE, PRIVATE, _to_private_mode(features))
+    api.gmem_set_attributes(env.gmem_fd, 0, PAGE, 0, ZERO)
+    env.host_read(0, 0)
+
+
+def _to_private_mode(features: Features) -> int:
+    return PRESERVE if features.content_mode("preserve", "to_private") else 0
+
+
+def test_content_preserve_round_trip(env: ConversionEnv, features: Features) -> None:
+    _require_mode(features, "preserve", "to_private")
+    _require_mode(features, "preserve", "to_shared")
+    env.host_do_rmw(0, 0, 0x42)
+    api.gmem_set_attributes(env.gmem_fd, 0, PAGE, PRIVATE, PRESERVE)
+    api.gmem_set_attributes(env.gmem_fd, 0, PAGE, 0, PRESERVE)
+    env.host_read(0, 0x42)
+
+
+def test_convert_mode_unspecified_scrambles(env: ConversionEnv, features: Features) -> None:
+    """v3/v4 SW_PROTECTED: flags 0 overwrites allocated pages with random bytes."""
+    if not features.any_content_mode:
+        pytest.skip("content modes (KVM_SET_MEMORY_ATTRIBUTES2 flags) not supported")
+    env.host_do_rmw(0, 0, ord("B"))
+    arg = api.attrs2(0, PAGE, PRIVATE, 0)
+    api.set_memory_attributes2(env.gmem_fd, arg)
+    api.gmem_set_attributes(env.gmem_fd, 0, PAGE, 0, 0)
+    got = _host_byte(env, 0)
+    assert got != ord("B"), "MODE_UNSPECIFIED left the page intact (1/256 false-failure chance)"
+
+
+def test_convert_to_private_does_not_support_zero(env: ConversionEnv, features: Features) -> None:
+    """v4+: ZERO to private -> EOPNOTSUPP, error_offset = start."""
+    _require_mode(features, "zero", "to_shared")
+    if features.content_mode("zero", "to_private"):
+        pytest.skip("ZERO accepted for to-private (RFC v3 semantics)")
+    arg = api.attrs2(0, PAGE, PRIVATE, ZERO)
+    assert _errno(env.gmem_fd, arg) == errno.EOPNOTSUPP
+    assert arg.error_offset == 0
