@@ -84,6 +84,9 @@ class VmSpec(Model):
     qemu: str = "qemu-system-x86_64"
     boot_timeout_s: Annotated[int, Field(ge=5)] = 180
     # No console output and no SSH for this long means the guest hung.
+    # lean: /usr/local/sbin/gmemlab-init (mounts, static user-net address, sshd), the
+    # fast default; systemd: the image's full systemd boot with networkd DHCP.
+    init: Literal["lean", "systemd"] = "lean"
     silence_timeout_s: Annotated[int, Field(ge=5)] = 120
     cmdline_extra: list[str] = []
 
