@@ -80,9 +80,7 @@ def test_binding_offset_size_wraps(vm: api.Vm) -> None:
     _expect_errno(errno.EINVAL, "wrapping offset", lambda: _bind(vm, 1, GPA, SIZE, fd, offset))
 
 
-def test_binding_overlapping_gmem_range(
-    vm: api.Vm, record_property: Callable[[str, object], None]
-) -> None:
+def test_binding_overlapping_gmem_range(vm: api.Vm) -> None:
     fd = vm.create_guest_memfd(SIZE)
     _bind(vm, 1, GPA, 2 * PAGE, fd, 0)
     # 7.3 (kvm_gmem_commit_memory_region) says EEXIST; up to 6.18 kvm_gmem_bind()
@@ -90,7 +88,7 @@ def test_binding_overlapping_gmem_range(
     with pytest.raises(OSError) as info:
         _bind(vm, 2, GPA + SIZE, 2 * PAGE, fd, PAGE)
         pytest.fail("second slot on an already-bound guest_memfd range was accepted")
-    record_property("overlap_errno", errno.errorcode.get(info.value.errno or 0, "?"))
+    print(f"overlapping guest_memfd binding rejected with {info.value}")
     assert info.value.errno in (errno.EEXIST, errno.EINVAL), info.value
     _bind(vm, 3, GPA + SIZE, 2 * PAGE, fd, 2 * PAGE)  # the disjoint rest is fine
 
