@@ -39,6 +39,8 @@ class DebSource(Model):
     package: str
     suite: str
     mirror: str = "http://deb.debian.org/debian"
+    # Verifies the suite's Release file; apt never falls back to unsigned sources.
+    keyring: str = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 
 class KernelSource(Model):
@@ -82,11 +84,11 @@ class VmSpec(Model):
     numa_nodes: Annotated[int, Field(ge=1, le=8)] = 2
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     qemu: str = "qemu-system-x86_64"
-    boot_timeout_s: Annotated[int, Field(ge=5)] = 180
-    # No console output and no SSH for this long means the guest hung.
     # lean: /usr/local/sbin/gmemlab-init (mounts, static user-net address, sshd), the
     # fast default; systemd: the image's full systemd boot with networkd DHCP.
     init: Literal["lean", "systemd"] = "lean"
+    boot_timeout_s: Annotated[int, Field(ge=5)] = 180
+    # No console output and no SSH for this long means the guest hung.
     silence_timeout_s: Annotated[int, Field(ge=5)] = 120
     cmdline_extra: list[str] = []
 

@@ -1,0 +1,41 @@
+"""`lab build`: source -> config -> kernel + selftests; prints manifest.json's path last."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.build import build_kernel
+from harness.config import LabConfig
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "build",
+        help="build a kernel and its KVM selftests (cached)",
+        description=(
+            "Fetch the kernel source, merge and verify the config fragments, build "
+            "bzImage and the KVM selftests out of tree under the lab cache. The last "
+            "line of output is the path of the build's manifest.json."
+        ),
+    )
+    parser.add_argument(
+        "--kernel",
+        default=None,
+        help="a kernel name from lab.yaml (series, mainline, ...) or the path of a "
+        "kernel tree (default: defaults.kernel)",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="a config set name from lab.yaml (default: defaults.config)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, lab: LabConfig) -> int:
+    kernel = args.kernel or lab.defaults.kernel
+    config_name = args.config or lab.defaults.config
+    build = build_kernel(lab, kernel, config_name)
+    # Scripts read the last line: keep it the bare path.
+    print(build.manifest, flush=True)
+    return 0
