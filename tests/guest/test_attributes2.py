@@ -264,16 +264,20 @@ def test_elevated_refcount_gup_test(env: ConversionEnv, features: Features) -> N
 
 
 def test_to_shared_ignores_refcount(private_env: ConversionEnv) -> None:
-    """No refcount check for private->shared: converting back works while a pin exists."""
-    private_env.set_attributes(0, PAGE, 0)
-    private_env.host_do_rmw(0, 0, 0x11)
+    """No refcount check for private->shared: a pinned page in the range does not block it."""
+    t = private_env
+    t.set_attributes(PAGE, PAGE, 0)  # page 1 shared, page 0 still private
+    t.host_do_rmw(1, 0, 0x11)
     r, w = os.pipe()
     try:
-        assert libc.vmsplice(w, private_env.mem.addr, PAGE) == PAGE
-        private_env.set_attributes(0, PAGE, 0)  # no-op, must not EAGAIN
+        assert libc.vmsplice(w, t.mem.addr + PAGE, PAGE) == PAGE
+        # [0, 2 pages) is mixed, so this is a real conversion (not the no-op shortcut)
+        # over a range holding a pinned folio: it must not EAGAIN.
+        t.set_attributes(0, 2 * PAGE, 0)
     finally:
         os.close(r)
         os.close(w)
+    t.host_do_rmw(0, 0 if not t.scrambles else _host_byte(t, 0), 0x22)
 
 
 # --- content modes (RFC v3..v5) -------------------------------------------------------------------

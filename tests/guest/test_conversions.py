@@ -38,18 +38,6 @@ def make_env(features: Features) -> Iterator[EnvFactory]:
         env.close()
 
 
-def _rebuilt(
-    make_env: EnvFactory, nr_pages: int, init_shared: bool
-) -> Iterator[tuple[int, ConversionEnv]]:
-    """Multipage cases rebuild the whole VM for every test_page, as the C test does."""
-    for test_page in range(nr_pages):
-        env = make_env(nr_pages, init_shared)
-        try:
-            yield test_page, env
-        finally:
-            env.close()
-
-
 def test_init_private(make_env: EnvFactory) -> None:
     t = make_env(1, False)
     t.test_private(0, 0, ord("A"))
