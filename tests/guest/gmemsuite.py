@@ -48,6 +48,7 @@ def require_gmem_flags(feats: Features, vm_type: int, flags: int) -> None:
 
 
 def require_vcpus(feats: Features) -> None:
+    require_kvm(feats)
     if not feats.vcpus_run:
         pytest.skip(feats.vcpus_run_reason or "vCPUs do not run")
 

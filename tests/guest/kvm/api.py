@@ -15,7 +15,8 @@ from . import uapi
 
 S = TypeVar("S", bound=ctypes.Structure)
 
-DEV_KVM = "/dev/kvm"
+# Overridable so the no-KVM path can be exercised on a machine that has KVM.
+DEV_KVM = os.environ.get("GMEMLAB_DEV_KVM", "/dev/kvm")
 
 
 def ioctl_struct(fd: int, request: int, obj: ctypes.Structure) -> int:
