@@ -33,6 +33,11 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 
+# The kinds after which the kernel is not worth talking to: a boot that shows one has
+# failed. The others (WARN, KASAN, lockups ...) are reported, and the results stage
+# decides, since the guest usually runs on.
+FATAL_KINDS = frozenset({"panic", "oops", "bug", "gpf"})
+
 # printk's "[   12.345678] " prefix, and the carriage returns a serial console adds.
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
 
@@ -59,6 +64,10 @@ def classify(line: str) -> str | None:
         if pattern.search(line):
             return kind
     return None
+
+
+def is_fatal(line: str) -> bool:
+    return classify(line) in FATAL_KINDS
 
 
 def scan(text: str, *, before: int = 2, after: int = 20) -> list[Crash]:
