@@ -69,6 +69,15 @@ def parse(text: str, suite: str, log: str | None = None) -> list[TestResult]:
     return results
 
 
+def properties(text: str) -> dict[str, str]:
+    """The <property> entries pytest records (the guest suite stores its feature probe)."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return {}
+    return {p.get("name", ""): p.get("value", "") for p in root.iter("property") if p.get("name")}
+
+
 _ELEMENT = {
     Outcome.FAIL: ("failure", "fail"),
     Outcome.CRASH: ("failure", "crash"),

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -166,6 +166,8 @@ class Recorder:
         self.cell_dir = self.root / cell
         self.cell_dir.mkdir()
         self._t0 = time.monotonic()
+        # Called with each result as it is recorded (the terminal's progress lines).
+        self.listener: Callable[[TestResult], None] | None = None
         self.record = RunRecord(
             run_id=self.run_id,
             started=dt.datetime.now().isoformat(timespec="seconds"),
@@ -200,6 +202,8 @@ class Recorder:
             sink.flush()
             os.fsync(sink.fileno())
         self.save()
+        if self.listener is not None:
+            self.listener(result)
 
     def suite_done(self, suite: str, **info: Any) -> None:
         mine = [r for r in self.record.results if r.suite == suite]

@@ -1,0 +1,77 @@
+"""`lab run`: build -> image -> boot -> suites -> report for one cell; the lab's main job."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from harness import runner
+from harness.config import LabConfig
+from harness.errors import UserError
+from harness.paths import REPO_ROOT
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="build, boot, run the suites in the VM and write the report",
+        description=(
+            "Build the kernel (cached), boot it under QEMU, push the guest suite and the "
+            "KVM selftests over SSH, run the suites and write results/<run-id>/ with "
+            "summary.json, junit.xml, report.html and report.md. Exit 0 all passed or "
+            "skipped, 1 a test failed or crashed, 2 infrastructure error, timeout or "
+            "missing results, 3 bad input."
+        ),
+    )
+    parser.add_argument("--kernel", help="a kernel name from lab.yaml (default: defaults.kernel)")
+    parser.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
+    parser.add_argument(
+        "--suites", help="comma-separated suite names from lab.yaml (default: defaults.suites)"
+    )
+    parser.add_argument(
+        "--manifest", type=Path, help="reuse a finished build: its manifest.json (from lab build)"
+    )
+    parser.add_argument(
+        "--bzimage", type=Path, help="boot this bzImage (without --manifest no selftests run)"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=REPO_ROOT / "results",
+        help="where results/<run-id>/ and results/latest go (default: ./results)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # CI cancelling the job: unwind like Ctrl-C so the VM stops and the report is written.
+    raise runner.Interrupted()
+
+
+def run(args: argparse.Namespace, lab: LabConfig) -> int:
+    names = (
+        tuple(s.strip() for s in args.suites.split(",") if s.strip())
+        if args.suites
+        else tuple(lab.defaults.suites)
+    )
+    if not names:
+        raise UserError("--suites is empty", "name at least one suite from lab.yaml")
+    for path in (args.manifest, args.bzimage):
+        if path is not None and not path.is_file():
+            raise UserError(f"no such file: {path}", "check the path (lab build prints it)")
+    request = runner.RunRequest(
+        kernel=args.kernel or lab.defaults.kernel,
+        config=args.config or lab.defaults.config,
+        suites=names,
+        results_root=args.results.resolve(),
+        manifest=args.manifest.resolve() if args.manifest else None,
+        bzimage=args.bzimage.resolve() if args.bzimage else None,
+    )
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return runner.run(lab, request, runner.Progress(sys.stderr))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
