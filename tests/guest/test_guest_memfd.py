@@ -11,8 +11,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from gmemsuite import require_gmem_flags, require_kvm, require_vm_type
-from kvm import api, child, libc, uapi
+from gmemsuite import require_gmem_flags, require_vm_type
+from kvm import api, child, libc, numa, uapi
 from kvm.libc import Mapping
 from kvm.probe import Features
 
@@ -248,11 +248,63 @@ def test_collapse(vm: api.Vm, gmem_flags: int, features: Features) -> None:
     child.expect_ok("collapse", body)
 
 
-def test_mbind(features: Features) -> None:
-    require_kvm(features)
+def _require_numa(features: Features) -> None:
     if features.numa_nodes < 2:
-        pytest.skip("needs a multi-NUMA-node system (mbind/numa_allocation)")
-    pytest.skip("mbind/numa_allocation checks not implemented in the Python suite")
+        pytest.skip("needs a multi-NUMA-node system")
+
+
+def test_mbind(gmem: int, gmem_flags: int, features: Features) -> None:
+    _skip_unless(gmem_flags, MMAP, "needs GUEST_MEMFD_FLAG_MMAP")
+    _require_numa(features)
+
+    def body() -> None:
+        mem = Mapping(TOTAL, fd=gmem)
+        maxnode = 64
+        numa.mbind(mem.addr, PAGE * 2, numa.MPOL_INTERLEAVE, 1, maxnode)
+        policy = numa.get_mempolicy(mem.addr, maxnode)
+        assert policy == (numa.MPOL_INTERLEAVE, 1), f"Wanted MPOL_INTERLEAVE and 0x1, got {policy}"
+        numa.mbind(mem.addr + PAGE * 2, PAGE * 2, numa.MPOL_BIND, 1, maxnode)
+        policy = numa.get_mempolicy(mem.addr + PAGE * 2, maxnode)
+        assert policy == (numa.MPOL_BIND, 1), f"Wanted MPOL_BIND and 0x1, got {policy}"
+        numa.mbind(mem.addr, TOTAL, numa.MPOL_DEFAULT, None, 0)
+        policy = numa.get_mempolicy(mem.addr, maxnode)
+        assert policy == (numa.MPOL_DEFAULT, 0), f"Wanted MPOL_DEFAULT and 0x0, got {policy}"
+        try:
+            numa.mbind(mem.addr, PAGE, 999, 1, maxnode)
+        except OSError as exc:
+            assert exc.errno == errno.EINVAL, exc
+        else:
+            raise AssertionError("mbind with invalid policy should fail with EINVAL")
+
+    child.expect_ok("mbind", body)
+
+
+def test_numa_allocation(gmem: int, gmem_flags: int, features: Features) -> None:
+    _skip_unless(gmem_flags, MMAP | SHARED, "needs GUEST_MEMFD_FLAG_MMAP|INIT_SHARED")
+    _require_numa(features)
+
+    def body() -> None:
+        mem = Mapping(TOTAL, fd=gmem)
+        pages = [mem.addr + PAGE * i for i in range(4)]
+        node0, node1, maxnode = 1, 2, 8
+        # Policy set after allocation does not move the page; the hole punch frees it.
+        mem.fill(0, PAGE, 0xAA)
+        numa.mbind(pages[0], PAGE, numa.MPOL_BIND, node0, maxnode)
+        libc.punch_hole(gmem, 0, PAGE)
+        # Policy set before allocation decides where pages land.
+        numa.mbind(pages[0], PAGE * 2, numa.MPOL_BIND, node1, maxnode)
+        numa.mbind(pages[2], PAGE * 2, numa.MPOL_BIND, node0, maxnode)
+        mem.fill(0, TOTAL, 0xAA)
+        status = numa.move_pages_status(pages)
+        assert status == [1, 1, 0, 0], f"pages on nodes {status}, expected [1, 1, 0, 0]"
+        libc.punch_hole(gmem, 0, TOTAL)
+        numa.mbind(pages[0], PAGE * 2, numa.MPOL_BIND, node0, maxnode)
+        numa.mbind(pages[2], PAGE * 2, numa.MPOL_BIND, node1, maxnode)
+        mem.fill(0, TOTAL, 0xAA)
+        status = numa.move_pages_status(pages)
+        assert status == [0, 0, 1, 1], f"pages on nodes {status}, expected [0, 0, 1, 1]"
+
+    child.expect_ok("numa_allocation", body)
 
 
 # --- fallocate ----------------------------------------------------------------------------

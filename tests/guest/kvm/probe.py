@@ -12,7 +12,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 
-from . import api, child, uapi
+from . import api, child, numa, uapi
 from .guest import SCRATCH_GPA, MiniGuest
 
 PARAM_DIR = "/sys/module/kvm/parameters"
@@ -164,10 +164,8 @@ def _probe_vcpus() -> tuple[bool, str]:
 
 
 def _numa_nodes() -> int:
-    try:
-        return len([d for d in os.listdir("/sys/devices/system/node") if d.startswith("node")])
-    except OSError:
-        return 1
+    """Nodes usable for mbind: 1 unless NUMA syscalls work and node ids reach >= 1."""
+    return numa.max_node() + 1 if numa.is_multi_numa_node_system() else 1
 
 
 def _thp_pmd_size() -> int:
