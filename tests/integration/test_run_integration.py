@@ -1,0 +1,143 @@
+"""`lab run` for real: kernel build (cached), QEMU boot, SSH, suites in the VM.
+
+Slow: the first run builds mainline 7.3 (~13 min cold on 2 cores) and the image; later
+runs reuse both through --manifest. Each test writes into its own results folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+LAB = [sys.executable, "-m", "harness.cli"]
+
+
+def lab(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LAB, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def summary(results: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((results / "latest" / "summary.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def manifest() -> Path:
+    done = lab("build", "--kernel", "mainline")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def lab_file(tmp_path: Path, suites: dict[str, dict[str, object]]) -> Path:
+    """lab.yaml plus test-only suites; kernel-config/ and images/ linked beside it."""
+    data = yaml.safe_load((REPO_ROOT / "lab.yaml").read_text())
+    data["suites"].update(suites)
+    for folder in ("kernel-config", "images"):
+        (tmp_path / folder).symlink_to(REPO_ROOT / folder)
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_full_run_on_mainline(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    done = lab("run", "--kernel", "mainline", "--results", str(results))
+    s = summary(results)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    assert s["complete"], s["incomplete_reason"]
+    by_suite: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    for r in s["results"]:
+        by_suite.setdefault(r["suite"], []).append(r)
+    # Real results from inside the VM, not just skips.
+    assert any(r["outcome"] == "pass" for r in by_suite["gmem-ioctl"])
+    names = {r["name"].split("::")[0]: r["outcome"] for r in by_suite["kselftests"]}
+    assert names["guest_memfd_conversions_test"] == "skip"  # series-only
+    assert names["guest_memfd_test"] == "pass"
+    assert s["environment"]["accelerator"] and s["harness_overhead_s"] is not None
+    assert (results / "latest" / "report.html").is_file()
+    assert "verdict:" in done.stderr
+
+
+def test_injected_failure_exits_1(tmp_path: Path, manifest: Path) -> None:
+    path = lab_file(tmp_path, {"inject": {"kind": "command", "argv": ["false"]}})
+    results = tmp_path / "results"
+    done = lab(
+        "--lab",
+        str(path),
+        "run",
+        "--manifest",
+        str(manifest),
+        "--suites",
+        "inject",
+        "--results",
+        str(results),
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    report = (results / "latest" / "report.md").read_text()
+    assert "### FAIL inject / false" in report
+
+
+def test_killed_vm_exits_2_and_keeps_earlier_results(tmp_path: Path, manifest: Path) -> None:
+    path = lab_file(
+        tmp_path,
+        {
+            "first": {"kind": "command", "argv": ["true"]},
+            "sleepy": {"kind": "command", "argv": ["sleep", "600"], "timeout_s": 900},
+        },
+    )
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [
+            *LAB,
+            "--lab",
+            str(path),
+            "run",
+            "--manifest",
+            str(manifest),
+            "--suites",
+            "first,sleepy",
+            "--results",
+            str(results),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            try:
+                s = summary(results)
+            except (FileNotFoundError, json.JSONDecodeError):
+                s = {}
+            if s.get("stages", {}).get("suite:sleepy", {}).get("status") == "running":
+                break
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(1)
+        time.sleep(3)  # let `sleep 600` start in the guest
+        machine = json.loads((results / "latest" / s["cell"] / "machine.json").read_text())
+        os.kill(machine["qemu_pid"], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out[-3000:]
+    s = summary(results)
+    assert not s["complete"]
+    got = [(r["suite"], r["outcome"]) for r in s["results"]]
+    assert got == [("first", "pass"), ("sleepy", "error")]
+    assert "Incomplete run" in (results / "latest" / "report.md").read_text()
