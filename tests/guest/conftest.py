@@ -4,7 +4,10 @@ Runs with pytest alone (no plugins). The probe runs once per session; its
 result prints in the report header and becomes JUnit testsuite properties.
 """
 
+import fnmatch
+import json
 import os
+import platform
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -18,6 +21,31 @@ from gmemsuite import get_features
 from kvm.probe import Features
 
 DEFAULT_TIMEOUT = float(os.environ.get("GMEMLAB_TEST_TIMEOUT", "120"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--known-differences",
+        default=os.environ.get("GMEMLAB_KNOWN_DIFFERENCES"),
+        metavar="FILE",
+        help="JSON list of (kernel glob, test glob, reason): matching tests become strict "
+        "xfails on matching kernels (e.g. tests/guest/known_differences.json on 6.18 hosts)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    path = config.getoption("--known-differences")
+    if not path:
+        return
+    with open(path) as f:
+        differences = json.load(f)["differences"]
+    release = platform.release()
+    for item in items:
+        name = item.nodeid.split("tests/guest/")[-1]
+        for diff in differences:
+            if fnmatch.fnmatch(release, diff["kernel"]) and fnmatch.fnmatch(name, diff["test"]):
+                reason = f"known difference on {release}: {diff['reason']}"
+                item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 def pytest_configure(config: pytest.Config) -> None:
