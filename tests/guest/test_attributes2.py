@@ -122,6 +122,39 @@ def test_invalid_request_einval_and_no_change(env: ConversionEnv, bad: dict[str,
     assert _errno(env.gmem_fd, ok) == 0
 
 
+def test_validation_before_refcount_check(env: ConversionEnv) -> None:
+    """Order: field validation (EINVAL) comes before the refcount check (EAGAIN)."""
+    env.host_do_rmw(0, 0, 0x61)
+    r, w = os.pipe()
+    try:
+        assert libc.vmsplice(w, env.mem.addr, PAGE) == PAGE
+        bad = api.attrs2(0, PAGE, PRIVATE, env.mode, reserved={10: 1})
+        assert _errno(env.gmem_fd, bad) == errno.EINVAL
+        good = api.attrs2(0, PAGE, PRIVATE, env.mode)
+        assert _errno(env.gmem_fd, good) == errno.EAGAIN
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_validation_before_content_mode_check(env: ConversionEnv, features: Features) -> None:
+    """Order: EINVAL checks (steps 2-8) before the mode-support check (EOPNOTSUPP, 9a)."""
+    refused = [
+        (flag, target)
+        for name, flag in (("zero", ZERO), ("preserve", PRESERVE))
+        for direction, target in (("to_private", PRIVATE), ("to_shared", 0))
+        if features.content_mode(name, "to_shared" if direction == "to_private" else "to_private")
+        and not features.content_mode(name, direction)
+    ]
+    if not refused:
+        pytest.skip("no content mode that is known but refused for one direction")
+    flag, target = refused[0]
+    if target == 0:
+        env.set_attributes(0, PAGE, PRIVATE)
+    assert _errno(env.gmem_fd, api.attrs2(0, PAGE + 1, target, flag)) == errno.EINVAL
+    assert _errno(env.gmem_fd, api.attrs2(0, PAGE, target, flag)) == errno.EOPNOTSUPP
+
+
 # --- state model (§2.3) -----------------------------------------------------------------------
 
 
