@@ -209,8 +209,11 @@ def kernel_make(src: Path, obj: Path, jobs: str) -> list[str]:
 
 
 def build_dir_for(kernel: str, tree: SourceTree, config_hash: str) -> Path:
-    """builds/<kernel>-<key>: every build folder at the same depth (see CCACHE_BASEDIR)."""
-    key = hashlib.sha256(f"{tree.identity}\0{config_hash}".encode()).hexdigest()[:16]
+    """builds/<kernel>-<key>, keyed by (tree, final .config hash).
+
+    Every build folder sits at the same depth under the cache (see CCACHE_BASEDIR).
+    """
+    key = hashlib.sha256(f"{tree.build_key}\0{config_hash}".encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in kernel)[-40:]
     return cache_dir("builds") / f"{safe}-{key}"
 

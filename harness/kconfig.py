@@ -107,12 +107,15 @@ def verify(
     unknown: list[str] = []
     mismatches: list[Mismatch] = []
     for symbol, req in sorted(requests.items()):
+        # Unknown first: "n" for a symbol the tree lacks is not a verified "n" (the
+        # sw-protected fragment's KVM_VM_MEMORY_ATTRIBUTES on mainline must be reported).
+        # An unreadable Kconfig (no definitions at all) says nothing either way.
+        if kconfig.definitions and not kconfig.knows(symbol):
+            unknown.append(symbol)
+            continue
         # A symbol absent from .config is off (or invisible): that is "n".
         actual = final.get(symbol, "n")
         if actual == req.value:
-            continue
-        if not kconfig.knows(symbol):
-            unknown.append(symbol)
             continue
         unmet = kconfig.explain(symbol, final)
         mismatches.append(Mismatch(symbol, req.value, actual, req.fragment, unmet))

@@ -44,8 +44,19 @@ class SourceTree:
 
     @property
     def identity(self) -> str:
-        """What the build cache keys on: the commit plus, for a dirty tree, its diff."""
+        """What the tree's content is: the commit plus, for a dirty tree, its diff."""
         return f"{self.commit}+{self.diff_sha256}" if self.dirty else self.commit
+
+    @property
+    def build_key(self) -> str:
+        """What the build folder is keyed on.
+
+        git worktrees and unpacked packages never change, so their content identity.
+        A developer's checkout changes with every edit: keying on its content would
+        start a new folder (a full rebuild) per edit, so it keys on its location and
+        builds incrementally; the manifest still records commit, dirty and diff hash.
+        """
+        return f"path:{self.path}" if self.kind == "path" else self.identity
 
 
 def prepare_source(lab: LabConfig, kernel: str) -> SourceTree:
@@ -114,7 +125,7 @@ def mirror_dir(url: str) -> Path:
 def _probe_remote(url: str, ref: str) -> None:
     """ls-remote with a hard deadline: an unreachable URL fails in seconds."""
     try:
-        _git(
+        listed = _git(
             "-c",
             "http.lowSpeedLimit=1000",
             "-c",
@@ -135,6 +146,12 @@ def _probe_remote(url: str, ref: str) -> None:
             f"git source {url} is unreachable: {detail[-1] if detail else 'git ls-remote failed'}",
             _offline_hint(url),
         ) from None
+    # A commit id is not listed by ls-remote; the fetch will tell whether it exists.
+    if not listed and not re.fullmatch(r"[0-9a-f]{7,40}", ref):
+        raise UserError(
+            f"git source {url} has no branch or tag {ref!r}",
+            "fix kernels.*.git.ref in lab.yaml",
+        )
 
 
 def from_git(name: str, spec: GitSource) -> SourceTree:
@@ -151,7 +168,8 @@ def from_git(name: str, spec: GitSource) -> SourceTree:
             "-C",
             mirror,
             "fetch",
-            "--no-tags",
+            # No --no-tags: tags pointing into the fetched history come along, so
+            # `git describe` says v7.3-rc2-123-gabc rather than a bare sha.
             "--force",
             spec.url,
             f"+{spec.ref}:refs/gmemlab/{name}",

@@ -1,0 +1,200 @@
+"""Build stage against the fake tree: cache keys, no-op rebuilds, selftest statuses,
+manifest contents, the CLI's last line, and the host checks' messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import build, ccache, cli, config, kselftest_build
+from harness.errors import InfraError, UserError
+from harness.paths import cache_dir, cache_root
+from harness.source import prepare_source
+from tests.unit.fake_kernel import LAB_FRAGMENT, elf, make_tree, write_lab
+
+
+@pytest.fixture(autouse=True)
+def lab_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LAB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "linux", git=True)
+
+
+@pytest.fixture
+def lab_file(tmp_path: Path, tree: Path) -> Path:
+    fragments = {"lab": LAB_FRAGMENT, "tdx": "CONFIG_KVM_INTEL_TDX=y\n"}
+    return write_lab(tmp_path / "lab", {"dev": {"path": str(tree)}}, fragments)
+
+
+def compiles(b: build.KernelBuild) -> int:
+    return len((b.build_dir / "obj" / "compile-count").read_text().splitlines())
+
+
+def test_build_produces_artifacts_selftests_and_manifest(lab_file: Path, tree: Path) -> None:
+    lab = config.load(lab_file)
+    b = build.build_kernel(lab, "dev", "lab")
+    for p in (b.bzimage, b.vmlinux, b.system_map, b.config, b.manifest):
+        assert p.is_file(), p
+    assert b.selftests == {
+        "guest_memfd_test": "built",
+        "guest_memfd_conversions_test": "absent",
+        "x86/private_mem_conversions_test": "built",
+        "x86/private_mem_kvm_exits_test": "failed",
+        "pre_fault_memory_test": "built",
+    }
+    assert (b.selftests_dir / "x86" / "private_mem_conversions_test").is_file()
+    assert not (b.selftests_dir / "x86" / "private_mem_kvm_exits_test").exists()
+    assert b.driver == "x86/private_mem_conversions_test.sh"
+    assert (b.selftests_dir / b.driver).stat().st_mode & 0o111
+
+    data = json.loads(b.manifest.read_text())
+    assert data["status"] == "ok"
+    assert data["source"]["commit"] == b.commit and data["source"]["dirty"] is False
+    assert data["config"]["hash"] == b.config_hash
+    assert data["config"]["verification"]["ok"] is True
+    assert [f["name"] for f in data["config"]["fragments"]] == ["lab.config"]
+    bz = data["artifacts"]["bzImage"]
+    assert bz["size"] == b.bzimage.stat().st_size and len(bz["sha256"]) == 64
+    failed = data["selftests"]["x86/private_mem_kvm_exits_test"]
+    assert "error: boom" in failed["log_excerpt"]
+    assert len(data["selftests"]["guest_memfd_test"]["sha256"]) == 64
+    assert set(data["durations_s"]) >= {"source", "config", "kernel", "headers", "selftests"}
+    assert "hit_rate" in data["ccache"] or data["ccache"] == {"available": False}
+    assert data["compiler"]
+    assert data["reproduce"]["lab"] == "lab build --kernel dev --config lab"
+    assert "KBUILD_BUILD_TIMESTAMP" in data["reproduce"]["make"]
+
+    loaded = build.load_build(b.manifest)
+    assert loaded.bzimage == b.bzimage and loaded.selftests == b.selftests
+    assert loaded.selftests_dir == b.selftests_dir and loaded.config_hash == b.config_hash
+
+
+def test_second_build_is_a_noop_and_an_edit_rebuilds(lab_file: Path, tree: Path) -> None:
+    lab = config.load(lab_file)
+    first = build.build_kernel(lab, "dev", "lab")
+    assert compiles(first) == 1
+    again = build.build_kernel(lab, "dev", "lab")
+    assert again.build_dir == first.build_dir
+    assert compiles(again) == 1  # nothing rebuilt
+
+    # An edit in a developer's tree rebuilds incrementally in the same folder, and the
+    # manifest records the tree as dirty with the diff's hash.
+    (tree / "virt/kvm/guest_memfd.c").write_text("/* edited */\n")
+    edited = build.build_kernel(lab, "dev", "lab")
+    assert edited.dirty and edited.build_dir == first.build_dir
+    assert compiles(edited) == 2
+    data = json.loads(edited.manifest.read_text())
+    assert data["source"]["dirty"] is True and data["source"]["diff_sha256"]
+
+
+def test_git_source_builds_key_on_commit(tmp_path: Path, tree: Path) -> None:
+    kernels = {"series": {"git": {"url": tree.as_uri(), "ref": "main"}}}
+    lab = config.load(write_lab(tmp_path / "glab", kernels, {"lab": LAB_FRAGMENT}))
+    b = build.build_kernel(lab, "series", "lab")
+    assert b.commit == prepare_source(lab, "series").commit
+    assert b.bzimage.is_file() and not b.dirty
+
+
+def test_build_folders_share_one_depth(lab_file: Path) -> None:
+    # CCACHE_BASEDIR makes paths relative to the build folder: equal depth => cache hits.
+    lab = config.load(lab_file)
+    b = build.build_kernel(lab, "dev", "lab")
+    assert b.build_dir.parent == cache_dir("builds")
+    env = build.build_env()
+    assert env["CCACHE_BASEDIR"] == str(cache_root())
+    assert env["CCACHE_DIR"].startswith(str(cache_root()))
+    assert env["KBUILD_BUILD_TIMESTAMP"] and env["KBUILD_BUILD_USER"] == "gmemlab"
+
+
+def test_config_that_does_not_land_fails_before_building(lab_file: Path) -> None:
+    lab = config.load(lab_file)
+    with pytest.raises(UserError) as err:
+        build.build_kernel(lab, "dev", "tdx")
+    assert "CONFIG_KVM_INTEL_TDX" in err.value.message
+    assert not list(cache_dir("builds").iterdir())
+
+
+def test_unknown_config_set(lab_file: Path) -> None:
+    with pytest.raises(UserError, match="unknown config set 'nope'"):
+        build.build_kernel(config.load(lab_file), "dev", "nope")
+
+
+def test_cli_last_line_is_manifest_path(lab_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", "lab"])
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].endswith("manifest.json") and Path(out[-1]).is_file()
+    assert any("bzImage:" in line for line in out)
+    assert any("full make log:" in line for line in out)
+
+
+def test_cli_config_failure_exit_code(lab_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", "tdx"])
+    assert code == 3
+    assert "CONFIG_KVM_INTEL_TDX" in capsys.readouterr().err
+
+
+def test_load_build_rejects_missing_or_unfinished(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no manifest"):
+        build.load_build(tmp_path / "manifest.json")
+    (tmp_path / "manifest.json").write_text(json.dumps({"manifest_version": 1, "status": "x"}))
+    with pytest.raises(UserError, match="not a finished build"):
+        build.load_build(tmp_path / "manifest.json")
+
+
+# --- host checks ---------------------------------------------------------------------
+
+
+def test_missing_tools_one_message_with_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda t: None if t in ("flex", "bc") else real(t))
+    with pytest.raises(UserError) as err:
+        build.check_host()
+    text = err.value.message
+    assert "flex" in text and "bc" in text and "make deps" in text
+
+
+def test_low_disk_space_is_infra_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 1))
+    with pytest.raises(InfraError, match="GiB free"):
+        build.check_host()
+
+
+# --- pieces --------------------------------------------------------------------------
+
+
+def test_static_elf_check(tmp_path: Path) -> None:
+    good, dyn, arm = tmp_path / "good", tmp_path / "dyn", tmp_path / "arm"
+    good.write_bytes(elf())
+    dyn.write_bytes(elf(interp=True))
+    arm.write_bytes(elf(machine=183))
+    assert kselftest_build.static_x86_64_problem(good) is None
+    assert "dynamically linked" in (kselftest_build.static_x86_64_problem(dyn) or "")
+    assert "not x86-64" in (kselftest_build.static_x86_64_problem(arm) or "")
+    (tmp_path / "txt").write_text("#!/bin/sh\n")
+    assert "not a 64-bit ELF" in (kselftest_build.static_x86_64_problem(tmp_path / "txt") or "")
+
+
+def test_older_trees_x86_64_folder(tmp_path: Path) -> None:
+    kdir = tmp_path / "kvm"
+    (kdir / "x86_64").mkdir(parents=True)
+    assert kselftest_build.tree_name(kdir, "x86/foo_test") == "x86_64/foo_test"
+    (kdir / "x86").mkdir()
+    assert kselftest_build.tree_name(kdir, "x86/foo_test") == "x86/foo_test"
+
+
+def test_ccache_summary() -> None:
+    before = {"direct_cache_hit": 10, "preprocessed_cache_hit": 0, "cache_miss": 5}
+    after = {"direct_cache_hit": 40, "preprocessed_cache_hit": 5, "cache_miss": 10}
+    s = ccache.summary(before, after)
+    assert (s["hits"], s["misses"], s["hit_rate"]) == (35, 5, "87.5%")
+    assert ccache.summary(after, after)["hit_rate"] == "n/a (nothing compiled)"
+    assert ccache.summary({}, {}) == {"available": False}
