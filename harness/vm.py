@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import shlex
 import signal
@@ -29,7 +30,12 @@ from harness import crash, keys, qmp
 from harness.config import LabConfig, VmSpec
 from harness.errors import InfraError
 from harness.image import Image
+from harness.paths import cache_dir
 from harness.proc import require_tools, tail
+
+# paramiko logs every failed connection attempt with a traceback while sshd starts;
+# the lab reports connection failures itself.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 SSH_HOST = "127.0.0.1"
 LEAN_INIT = "/usr/local/sbin/gmemlab-init"
@@ -546,3 +552,61 @@ def _probe_nested(machine: Machine) -> Nested:
         guest_cpu=str(data.get("cpu", "")),
         detail=detail,
     )
+
+
+# --- the detached VM of `lab boot --detach`, for `lab ssh` and `lab stop` -------------
+
+
+def state_file() -> Path:
+    return cache_dir("vm") / "current.json"
+
+
+def save_state(machine: Machine) -> Path:
+    state = {
+        "pid": machine.proc.pid,
+        "ssh_host": machine.ssh_host,
+        "ssh_port": machine.ssh_port,
+        "user": machine.user,
+        "client_key": str(machine.client_key),
+        "host_key_line": machine.host_key_line,
+        "qmp_socket": str(machine.qmp_socket),
+        "run_dir": str(machine.run_dir),
+        "console_log": str(machine.console_log),
+    }
+    path = state_file()
+    path.write_text(json.dumps(state, indent=2) + "\n")
+    return path
+
+
+def load_state() -> dict[str, object] | None:
+    """The detached VM's state if that VM still runs; a stale file is removed."""
+    path = state_file()
+    try:
+        state: dict[str, object] = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not _is_our_qemu(int(str(state["pid"])), str(state["qmp_socket"])):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def _is_our_qemu(pid: int, qmp_socket: str) -> bool:
+    # The pid may have been reused since: it must be a QEMU with our QMP socket.
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(qmp_socket.encode() in a for a in argv)
+
+
+def stop_detached(state: dict[str, object]) -> None:
+    pid = int(str(state["pid"]))
+    qmp.quit_vm(Path(str(state["qmp_socket"])))
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and _is_our_qemu(pid, str(state["qmp_socket"])):
+        time.sleep(0.1)
+    if _is_our_qemu(pid, str(state["qmp_socket"])):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    state_file().unlink(missing_ok=True)
