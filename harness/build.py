@@ -46,6 +46,8 @@ FIXED_ENV = {
     "KBUILD_BUILD_TIMESTAMP": "1970-01-01 00:00:00 UTC",
     "KBUILD_BUILD_USER": "gmemlab",
     "KBUILD_BUILD_HOST": "gmemlab",
+    # The "#N" in uname -v, otherwise a counter that grows with every relink.
+    "KBUILD_BUILD_VERSION": "1",
     "LC_ALL": "C",
 }
 
@@ -77,27 +79,9 @@ class KernelBuild:
 def build_kernel(lab: LabConfig, kernel: str, config_name: str) -> KernelBuild:
     """Run source -> config -> build, printing progress; returns the finished build."""
     check_host()
-    if config_name not in lab.configs:
-        known = ", ".join(sorted(lab.configs))
-        raise UserError(
-            f"unknown config set {config_name!r} (known: {known})",
-            "pass --config with a name from configs: in lab.yaml",
-        )
-    spec = lab.configs[config_name]
     durations: dict[str, float] = {}
     env = build_env()
-
-    say(f"build {kernel}/{config_name}: source")
-    with timed(durations, "source"):
-        tree = prepare_source(lab, kernel)
-    say(f"  tree {tree.path} ({tree.describe}{', dirty' if tree.dirty else ''})")
-
-    say(f"build {kernel}/{config_name}: config {spec.base} + {', '.join(spec.fragments)}")
-    fragments = tuple(lab.fragment_path(f) for f in spec.fragments)
-    with timed(durations, "config"):
-        cfg_dir = cache_dir("configs", kconfig.inputs_key(tree, spec.base, fragments)[:16])
-        cfg = kconfig.configure(tree, spec.base, fragments, cfg_dir, env=env)
-    report_config(cfg, tree)
+    tree, cfg = configure_kernel(lab, kernel, config_name, durations, env)
     kconfig.require_verified(cfg, tree)
 
     build_dir = build_dir_for(kernel, tree, cfg.hash)
@@ -153,6 +137,36 @@ def build_kernel(lab: LabConfig, kernel: str, config_name: str) -> KernelBuild:
     _link_latest(build_dir, kernel, config_name)
     report_build(result, st, data)
     return result
+
+
+def configure_kernel(
+    lab: LabConfig,
+    kernel: str,
+    config_name: str,
+    durations: dict[str, float] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[SourceTree, kconfig.KernelConfig]:
+    """The source and config stages (`lab build --config-only` stops here)."""
+    if config_name not in lab.configs:
+        known = ", ".join(sorted(lab.configs))
+        raise UserError(
+            f"unknown config set {config_name!r} (known: {known})",
+            "pass --config with a name from configs: in lab.yaml",
+        )
+    spec = lab.configs[config_name]
+    durations = {} if durations is None else durations
+    env = build_env() if env is None else env
+    say(f"build {kernel}/{config_name}: source")
+    with timed(durations, "source"):
+        tree = prepare_source(lab, kernel)
+    say(f"  tree {tree.path} ({tree.describe}{', dirty' if tree.dirty else ''})")
+    say(f"build {kernel}/{config_name}: config {spec.base} + {', '.join(spec.fragments)}")
+    fragments = tuple(lab.fragment_path(f) for f in spec.fragments)
+    with timed(durations, "config"):
+        cfg_dir = cache_dir("configs", kconfig.inputs_key(tree, spec.base, fragments)[:16])
+        cfg = kconfig.configure(tree, spec.base, fragments, cfg_dir, env=env)
+    report_config(cfg, tree)
+    return tree, cfg
 
 
 # --- host checks and environment -----------------------------------------------------

@@ -45,6 +45,8 @@ class Definition:
     where: str
     conditions: list[str] = field(default_factory=list)
     has_prompt: bool = False
+    # def_bool/def_tristate/default expressions: how a prompt-less symbol gets a value.
+    defaults: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -69,7 +71,12 @@ class KconfigTree:
                                 text += f"; {dep}: {deeper}"
                 parts.append(text)
             if not unmet and not d.has_prompt:
-                parts.append(f"no prompt ({d.where}): only set by another symbol's select")
+                how = " or ".join(annotate(x, values) for x in d.defaults)
+                parts.append(
+                    f"no prompt ({d.where}): cannot be asked for directly; "
+                    + (f"it is {how}, or " if how else "")
+                    + "set by another symbol's select"
+                )
         return "; ".join(parts) or None
 
 
@@ -176,6 +183,10 @@ def _read(root: Path, path: Path, outer: list[str], tree: KconfigTree, seen: set
                 block_deps.append(cond)
         elif current is not None and (_PROMPT.match(line) or line.startswith("prompt ")):
             current.has_prompt = current.has_prompt or '"' in line
+        elif current is not None and word in ("def_bool", "def_tristate", "default"):
+            expr = line[len(word) :].strip()
+            if expr not in ("n", "y", "m"):
+                current.defaults.append(expr)
 
 
 # --- expressions ---------------------------------------------------------------------

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from harness.build import build_kernel
+from harness.build import build_kernel, configure_kernel
 from harness.config import LabConfig
+from harness.kconfig import require_verified
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,12 +30,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="a config set name from lab.yaml (default: defaults.config)",
     )
+    parser.add_argument(
+        "--config-only",
+        action="store_true",
+        help="stop after merging and verifying the config; print the .config path last",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
     kernel = args.kernel or lab.defaults.kernel
     config_name = args.config or lab.defaults.config
+    if args.config_only:
+        tree, cfg = configure_kernel(lab, kernel, config_name)
+        require_verified(cfg, tree)
+        print(cfg.path, flush=True)
+        return 0
     build = build_kernel(lab, kernel, config_name)
     # Scripts read the last line: keep it the bare path.
     print(build.manifest, flush=True)

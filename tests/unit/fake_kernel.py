@@ -114,7 +114,7 @@ config INTEL_TDX_HOST
 \t  config NOT_A_SYMBOL
 \t  depends on NOTHING
 config CONTIG_ALLOC
-\tdef_bool y
+\tdef_bool X86_MCE || CMA
 """
 
 KVM_KCONFIG = """\

@@ -140,6 +140,13 @@ def test_explain_names_enclosing_if(tmp_path: Path) -> None:
     assert text is not None and "VIRTUALIZATION [=n]" in text
 
 
+def test_explain_promptless_symbol_shows_how_it_is_computed(tmp_path: Path) -> None:
+    kt = kconfig_tree.load(make_tree(tmp_path / "linux"))
+    text = kt.explain("CONTIG_ALLOC", {})
+    assert text is not None
+    assert "cannot be asked for directly" in text and "X86_MCE [=n] || CMA [=n]" in text
+
+
 @pytest.mark.parametrize(
     ("expr", "values", "expected"),
     [
