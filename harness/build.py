@@ -27,7 +27,7 @@ from pathlib import Path
 from harness import ccache, kconfig
 from harness import kselftest_build as selftests
 from harness.config import LabConfig
-from harness.errors import InfraError, UserError
+from harness.errors import InfraError, LabError, UserError
 from harness.paths import cache_dir, cache_root
 from harness.proc import TOOL_PACKAGES, run_logged
 from harness.source import SourceTree, prepare_source, sha256_file
@@ -95,20 +95,46 @@ def build_kernel(lab: LabConfig, kernel: str, config_name: str) -> KernelBuild:
     stats_before = ccache.stats(env)
     jobs = str(os.cpu_count() or 1)
     make = kernel_make(tree.path, obj, jobs)
-    with timed(durations, "kernel"):
-        run_logged(
-            [*make, "bzImage"], log=log, label="build: kernel", env=env, interesting=_kbuild_line
-        )
-    with timed(durations, "headers"):
-        run_logged(
-            [*make, "headers_install", f"INSTALL_HDR_PATH={obj / 'usr'}"],
-            log=log,
-            label="build: headers_install",
-            env=env,
-            interesting=_kbuild_line,
-        )
-    with timed(durations, "selftests"):
-        st = selftests.build(tree.path, obj, build_dir / "selftests", log, env, jobs)
+    manifest = build_dir / "manifest.json"
+    try:
+        with timed(durations, "kernel"):
+            run_logged(
+                [*make, "bzImage"],
+                log=log,
+                label="build: kernel",
+                env=env,
+                interesting=_kbuild_line,
+            )
+        with timed(durations, "headers"):
+            run_logged(
+                [*make, "headers_install", f"INSTALL_HDR_PATH={obj / 'usr'}"],
+                log=log,
+                label="build: headers_install",
+                env=env,
+                interesting=_kbuild_line,
+            )
+        with timed(durations, "selftests"):
+            st = selftests.build(tree.path, obj, build_dir / "selftests", log, env, jobs)
+    except LabError as exc:
+        # Like tuxmake: a failed build still leaves a record of what was tried, so a
+        # stale "ok" manifest never describes a folder whose artifacts are now mixed.
+        failed = {
+            "manifest_version": MANIFEST_VERSION,
+            "status": "failed",
+            "failed_phase": list(durations)[-1],
+            "error": exc.what,
+            "kernel": kernel,
+            "config_name": config_name,
+            "source": source_record(tree),
+            "config": config_record(cfg),
+            "build_dir": str(build_dir),
+            "durations_s": durations,
+            "ccache": ccache.summary(stats_before, ccache.stats(env)),
+            "make_log": str(log),
+            "reproduce": reproduce_record(kernel, config_name, make),
+        }
+        write_manifest(manifest, failed)
+        raise
     stats_after = ccache.stats(env)
 
     result = KernelBuild(
@@ -125,7 +151,7 @@ def build_kernel(lab: LabConfig, kernel: str, config_name: str) -> KernelBuild:
         dirty=tree.dirty,
         selftests_dir=st.out_dir,
         selftests=dict(st.status),
-        manifest=build_dir / "manifest.json",
+        manifest=manifest,
         log=log,
         driver=st.driver,
         unknown_symbols=cfg.unknown_symbols,
@@ -302,27 +328,13 @@ def manifest_data(
         if name in st.errors:
             entry["log_excerpt"] = st.errors[name]
         tests[name] = entry
-    env_words = [f"{k}={v!r}" for k, v in FIXED_ENV.items() if k != "LC_ALL"]
     return {
         "manifest_version": MANIFEST_VERSION,
         "status": "ok",
         "kernel": b.kernel,
         "config_name": b.config_name,
-        "source": {
-            "kind": tree.kind,
-            "origin": tree.origin,
-            "path": str(tree.path),
-            "commit": tree.commit,
-            "describe": tree.describe,
-            "dirty": tree.dirty,
-            "diff_sha256": tree.diff_sha256,
-        },
-        "config": {
-            "base": cfg.base,
-            "fragments": [{"name": f.name, "sha256": sha256_file(f)} for f in cfg.fragments],
-            "hash": cfg.hash,
-            "verification": cfg.verification(),
-        },
+        "source": source_record(tree),
+        "config": config_record(cfg),
         "build_dir": str(b.build_dir),
         "artifacts": artifacts,
         "selftests_dir": str(b.selftests_dir),
@@ -332,10 +344,36 @@ def manifest_data(
         "ccache": ccache.summary(*stats),
         "compiler": compiler_version(),
         "make_log": str(b.log),
-        "reproduce": {
-            "lab": f"lab build --kernel {b.kernel} --config {b.config_name}",
-            "make": " ".join([*env_words, *make, "bzImage"]),
-        },
+        "reproduce": reproduce_record(b.kernel, b.config_name, make),
+    }
+
+
+def source_record(tree: SourceTree) -> dict[str, object]:
+    return {
+        "kind": tree.kind,
+        "origin": tree.origin,
+        "path": str(tree.path),
+        "commit": tree.commit,
+        "describe": tree.describe,
+        "dirty": tree.dirty,
+        "diff_sha256": tree.diff_sha256,
+    }
+
+
+def config_record(cfg: kconfig.KernelConfig) -> dict[str, object]:
+    return {
+        "base": cfg.base,
+        "fragments": [{"name": f.name, "sha256": sha256_file(f)} for f in cfg.fragments],
+        "hash": cfg.hash,
+        "verification": cfg.verification(),
+    }
+
+
+def reproduce_record(kernel: str, config_name: str, make: list[str]) -> dict[str, str]:
+    env_words = [f"{k}={v!r}" for k, v in FIXED_ENV.items() if k != "LC_ALL"]
+    return {
+        "lab": f"lab build --kernel {kernel} --config {config_name}",
+        "make": " ".join([*env_words, *make, "bzImage"]),
     }
 
 

@@ -290,7 +290,22 @@ def from_deb(name: str, spec: DebSource) -> SourceTree:
     _write_apt_config(base, spec)
     opts = apt_options(base)
     log = base / "apt.log"
-    run_logged(["apt-get", *opts, "-q", "update"], log=log, label=f"source {name}: apt-get update")
+    updated = run_logged(
+        ["apt-get", *opts, "-q", "update"],
+        log=log,
+        label=f"source {name}: apt-get update",
+        check=False,
+    )
+    if updated.returncode != 0:
+        # Offline after a first fetch: the lists from last time still name a version
+        # whose package (and unpacked tree) is in the cache.
+        if not any((base / "lists").glob("*_Packages*")):
+            raise UserError(
+                f"apt-get update for {spec.mirror} {spec.suite} failed (log: {log})",
+                "check the network path to the Debian mirror, or build a local tree "
+                "with `lab build --kernel /path/to/linux`",
+            )
+        print(f"  warning: apt-get update failed; using the package lists from last time ({log})")
     version = _candidate_version(opts, spec.package)
     if version is None:
         raise UserError(

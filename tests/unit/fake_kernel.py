@@ -27,6 +27,8 @@ bzImage: $(O)/arch/x86/boot/bzImage
 $(O)/arch/x86/boot/bzImage: $(O)/.config $(CURDIR)/virt/kvm/guest_memfd.c
 \tmkdir -p $(dir $@)
 \techo "  CC      virt/kvm/guest_memfd.o"
+\tif grep -q BROKEN $(CURDIR)/virt/kvm/guest_memfd.c; then \\
+\t    echo "guest_memfd.c:1: error: x" >&2; exit 2; fi
 \techo compiled >> $(O)/compile-count
 \tcat $^ > $(O)/vmlinux
 \tcp $(O)/vmlinux $@

@@ -95,6 +95,20 @@ def test_second_build_is_a_noop_and_an_edit_rebuilds(lab_file: Path, tree: Path)
     assert data["source"]["dirty"] is True and data["source"]["diff_sha256"]
 
 
+def test_failed_build_leaves_a_failed_manifest(lab_file: Path, tree: Path) -> None:
+    lab = config.load(lab_file)
+    good = build.build_kernel(lab, "dev", "lab")
+    (tree / "virt/kvm/guest_memfd.c").write_text("BROKEN\n")
+    with pytest.raises(InfraError) as err:
+        build.build_kernel(lab, "dev", "lab")
+    assert "error: x" in err.value.message  # the log tail is quoted
+    data = json.loads(good.manifest.read_text())
+    assert data["status"] == "failed" and data["failed_phase"] == "kernel"
+    assert data["source"]["dirty"] is True
+    with pytest.raises(UserError, match="not a finished build"):
+        build.load_build(good.manifest)
+
+
 def test_git_source_builds_key_on_commit(tmp_path: Path, tree: Path) -> None:
     kernels = {"series": {"git": {"url": tree.as_uri(), "ref": "main"}}}
     lab = config.load(write_lab(tmp_path / "glab", kernels, {"lab": LAB_FRAGMENT}))
