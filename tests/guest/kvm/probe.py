@@ -47,6 +47,8 @@ class Features:
     gup_test: bool = False
     numa_nodes: int = 1
     thp_pmd_size: int = 0
+    # Probe steps that failed unexpectedly (the rest of the probe still ran).
+    probe_errors: list[str] = field(default_factory=list)
 
     @property
     def sw_protected(self) -> bool:
@@ -201,17 +203,24 @@ def probe(run_vcpus: bool = True) -> Features:
             with api.Vm(vm_type) as vm:
                 feats.gmem_flags[name] = vm.gmem_supported_flags()
                 feats.vm_attributes[name] = vm.check_extension(uapi.KVM_CAP_MEMORY_ATTRIBUTES)
-        except OSError:
-            continue  # e.g. TDX/SEV types need setup the suite does not do
+        except OSError as exc:
+            # e.g. TDX/SEV types need setup the suite does not do
+            feats.probe_errors.append(f"VM type {name}: {exc}")
     if feats.guest_memfd:
-        with api.Vm() as vm:
-            feats.attrs2_vm, feats.attrs2_vm_errno = _probe_attrs2(vm.fd)
-            gmem = vm.create_guest_memfd(uapi.PAGE_SIZE)
-            feats.attrs2_gmem, feats.attrs2_gmem_errno = _probe_attrs2(gmem)
+        try:
+            with api.Vm() as vm:
+                feats.attrs2_vm, feats.attrs2_vm_errno = _probe_attrs2(vm.fd)
+                gmem = vm.create_guest_memfd(uapi.PAGE_SIZE)
+                feats.attrs2_gmem, feats.attrs2_gmem_errno = _probe_attrs2(gmem)
+        except OSError as exc:
+            feats.probe_errors.append(f"KVM_SET_MEMORY_ATTRIBUTES2 probe: {exc}")
         if feats.attrs2_gmem and feats.sw_protected:
             feats.content_modes = _probe_content_modes()
     if run_vcpus:
-        feats.vcpus_run, feats.vcpus_run_reason = _probe_vcpus()
+        try:
+            feats.vcpus_run, feats.vcpus_run_reason = _probe_vcpus()
+        except OSError as exc:
+            feats.vcpus_run_reason = f"vCPU probe failed: {exc}"
     else:
         feats.vcpus_run_reason = "vCPU probe not run"
     return feats
