@@ -237,6 +237,27 @@ class Run:
             entry["note"] = f"({len(items)} items, {sent / 1e6:.1f} MB in one tar stream)"
             uname = self.remote.run(["uname", "-r"], timeout_s=30)
             self.rec.environment(guest_kernel=uname.stdout.strip())
+        self.check_boot_dmesg()
+
+    def check_boot_dmesg(self) -> None:
+        """A WARN or BUG while booting is a kernel problem too: its own result."""
+        text = self.dmesg()
+        if text is None:
+            return
+        (self.rec.cell_dir / "dmesg-boot.txt").write_text(text)
+        verdict = dmesg_verdict(text.splitlines())
+        if verdict is not None:
+            self.rec.add(
+                TestResult(
+                    "boot",
+                    verdict.name,
+                    verdict.outcome,
+                    verdict.reason.replace("during the suite", "while booting"),
+                    excerpt=verdict.excerpt,
+                    log=self.rec.relative(self.rec.cell_dir / "dmesg-boot.txt"),
+                )
+            )
+            self.rec.suite_done("boot", kind="boot")
 
     def dmesg(self) -> str | None:
         assert self.remote is not None

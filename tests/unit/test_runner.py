@@ -118,7 +118,8 @@ def test_passing_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_new_warning_fails_a_passing_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    script = dmesg_then(lambda a: Reply(0, "ok 1 a\n"), [BEFORE, BEFORE + WARN])
+    # Snapshots: after boot, before the suite, after it.
+    script = dmesg_then(lambda a: Reply(0, "ok 1 a\n"), [BEFORE, BEFORE, BEFORE + WARN])
     h = Harness(tmp_path, monkeypatch, script)
     code, run_dir, _ = h.run(lab_with(tmp_path, KSELF), ("ks",))
     assert code == 1
@@ -127,6 +128,15 @@ def test_new_warning_fails_a_passing_suite(tmp_path: Path, monkeypatch: pytest.M
     assert dmesg and dmesg[0].outcome is Outcome.FAIL and "guest_memfd.c:412" in dmesg[0].excerpt
     assert s.suites["ks"]["outcome"] == "fail"
     assert "guest_memfd.c:412" in (run_dir / "report.md").read_text()
+
+
+def test_warning_while_booting_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    suites = {"c": SuiteSpec(kind="command", argv=["true"])}
+    h = Harness(tmp_path, monkeypatch, dmesg_then(lambda a: Reply(0), [BEFORE + WARN]))
+    code, run_dir, _ = h.run(lab_with(tmp_path, suites), ("c",))
+    assert code == 1
+    got = [(r.suite, r.name, r.outcome.value) for r in load_summary(run_dir).results]
+    assert got == [("boot", "dmesg", "fail"), ("c", "true", "pass")]
 
 
 def test_injected_failure_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
