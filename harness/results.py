@@ -83,6 +83,17 @@ def worst(outcomes: Iterable[Outcome]) -> Outcome | None:
     return next((o for o in SEVERITY if o in present), None)
 
 
+def suite_outcome(outcomes: Iterable[Outcome]) -> Outcome | None:
+    """A suite's one-word verdict: its worst problem, else pass if anything passed."""
+    present = set(outcomes)
+    if not present:
+        return None
+    problems = present - {Outcome.PASS, Outcome.SKIP}
+    if problems:
+        return worst(problems)
+    return Outcome.PASS if Outcome.PASS in present else Outcome.SKIP
+
+
 def counts(results: Iterable[TestResult]) -> dict[str, int]:
     tally = {o.value: 0 for o in Outcome}
     for r in results:
@@ -207,7 +218,7 @@ class Recorder:
 
     def suite_done(self, suite: str, **info: Any) -> None:
         mine = [r for r in self.record.results if r.suite == suite]
-        outcome = worst(r.outcome for r in mine)
+        outcome = suite_outcome(r.outcome for r in mine)
         self.record.suites[suite] = {
             "outcome": outcome.value if outcome else "missing",
             "counts": counts(mine),

@@ -77,7 +77,8 @@ class Progress:
         self.stream.flush()
 
     def result(self, r: TestResult) -> None:
-        if r.outcome is Outcome.PASS:
+        # Passes and skips are in the report; the terminal shows what needs a look.
+        if r.outcome in (Outcome.PASS, Outcome.SKIP):
             return
         reason = f": {r.reason}" if r.reason else ""
         self.say(f"    {r.outcome.value:8} {r.name}{reason}"[:160])

@@ -77,3 +77,12 @@ def test_latest_moves_to_the_newest_run(tmp_path: Path) -> None:
     Recorder(tmp_path, "c", run_id="old")
     Recorder(tmp_path, "c", run_id="new")
     assert (tmp_path / "latest").resolve().name == "new"
+
+
+def test_suite_outcome_prefers_pass_over_skip() -> None:
+    from harness.results import suite_outcome
+
+    assert suite_outcome([Outcome.PASS, Outcome.SKIP]) is Outcome.PASS
+    assert suite_outcome([Outcome.SKIP]) is Outcome.SKIP
+    assert suite_outcome([Outcome.PASS, Outcome.MISSING, Outcome.SKIP]) is Outcome.MISSING
+    assert suite_outcome([]) is None

@@ -51,6 +51,10 @@ def test_selftest_without_tap() -> None:
     assert rows(suites.classify_selftest("t", ran(134), "", 60)) == [
         ("t", "fail", "killed by signal 6")
     ]
+    # KVM selftests exit 254 on a failed TEST_ASSERT: an exit status, not a signal.
+    assert rows(suites.classify_selftest("t", ran(254), "", 60)) == [
+        ("t", "fail", "exit status 254")
+    ]
     assert rows(suites.classify_selftest("t", ran(None, timed_out=True), "", 60)) == [
         ("t", "timeout", "no result within 60 s")
     ]
