@@ -115,3 +115,15 @@ def test_carriage_returns_and_truncated_tail() -> None:
     assert found.line.endswith("address: 0")
     assert found.context[-1] == "  RIP: f"
     assert crash.report([]) == ""
+
+
+def test_every_golden_kind_is_present() -> None:
+    # The glob-driven tests above must never pass vacuously.
+    for pattern in ("*clean-boot*", "*sysrq-panic*", "*broken-root*"):
+        assert list(GOLDEN.glob(pattern + ".log")), pattern
+
+
+def test_lab_kernel_sysrq_panic_has_its_call_trace() -> None:
+    found = crash.scan(golden("lab-7.3-sysrq-panic.log"))
+    assert [c.kind for c in found] == ["panic"]
+    assert any("sysrq_handle_crash" in line for line in found[0].context)
