@@ -13,6 +13,7 @@ import resource
 import signal
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,7 +89,12 @@ def spawn(fn: Callable[[], object]) -> Spawned:
     The child never returns into pytest: it leaves through os._exit.
     """
     rfd, wfd = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Since 6.13 a VM's NX-huge-page recovery worker is a task in our thread
+        # group, so Python 3.12+ calls the process multi-threaded. The child runs
+        # only fn() and exits; it never touches that worker.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # child
         code = 1
         try:
