@@ -83,8 +83,11 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         extra_cmdline=args.append,
         tether=not detach,
         initrd=args.initrd,
+        # With a command, nested facts are read after it (off the critical path).
+        probe_nested=not cmd,
     )
-    say(describe(machine))
+    if not cmd:
+        say(describe(machine))
     if detach:
         vm.save_state(machine)
         say("left running; reach it with `lab ssh` (or below), end it with `lab stop`:")
@@ -99,6 +102,9 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
             code = session.run_streamed(ep, cmd, timeout_s=args.timeout)
         else:
             code = session.interactive(ep)
+        if cmd and machine.alive():
+            machine.learn_nested(wait_s=vm.NESTED_CONSOLE_WAIT_S if lab.vm.init == "lean" else 0)
+            say(describe(machine))
         found = machine.crash()
         if found:
             say(f"the guest kernel crashed:\n{crash.report(found)}")
