@@ -62,9 +62,14 @@ unit: venv
 	$(BIN)/pytest tests/unit -q
 
 # The guest ioctl suite against this machine's own /dev/kvm, where there is one.
+# Differences between this host's kernel and 7.3 semantics are strict expected
+# failures listed per kernel in known_differences.json: reported, never hidden, and a
+# listed test that starts passing fails the run.
 guest-host: venv
-	@if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then \
-		$(BIN)/python -m pytest tests/guest -q -p no:cacheprovider --junitxml=results/guest-host.xml; \
+	@if [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then \
+		$(BIN)/python -m pytest tests/guest -q -rxs -p no:cacheprovider \
+			--known-differences tests/guest/known_differences.json \
+			--junitxml=results/guest-host.xml; \
 	else echo "guest-host: no usable /dev/kvm here, the guest suite runs inside the lab VM only"; fi
 
 # Real kernel build, real QEMU, real SSH: slow, uses the lab cache.
