@@ -26,6 +26,7 @@ from pathlib import Path
 
 from harness import ccache, kconfig
 from harness import kselftest_build as selftests
+from harness.cachelock import locked
 from harness.config import LabConfig
 from harness.errors import InfraError, LabError, UserError
 from harness.paths import cache_dir, cache_root
@@ -85,6 +86,20 @@ def build_kernel(lab: LabConfig, kernel: str, config_name: str) -> KernelBuild:
     kconfig.require_verified(cfg, tree)
 
     build_dir = build_dir_for(kernel, tree, cfg.hash)
+    lock = build_dir.with_name(build_dir.name + ".lock")
+    with locked(lock, f"build folder {build_dir.name}"):
+        return _build_in(build_dir, kernel, config_name, tree, cfg, durations, env)
+
+
+def _build_in(
+    build_dir: Path,
+    kernel: str,
+    config_name: str,
+    tree: SourceTree,
+    cfg: kconfig.KernelConfig,
+    durations: dict[str, float],
+    env: dict[str, str],
+) -> KernelBuild:
     obj = build_dir / "obj"
     obj.mkdir(parents=True, exist_ok=True)
     _install_config(cfg.path, obj / ".config")
@@ -98,13 +113,25 @@ def build_kernel(lab: LabConfig, kernel: str, config_name: str) -> KernelBuild:
     manifest = build_dir / "manifest.json"
     try:
         with timed(durations, "kernel"):
-            run_logged(
-                [*make, "bzImage"],
-                log=log,
-                label="build: kernel",
-                env=env,
-                interesting=_kbuild_line,
-            )
+            stamp = obj / ".gmemlab-built"
+            stamp_text = json.dumps({"make": make, "env": FIXED_ENV, "config": cfg.hash})
+            if kernel_up_to_date(tree.path, obj, stamp, stamp_text):
+                say(
+                    "  build: kernel: up to date (no file in the tree changed since the last build)"
+                )
+            else:
+                started = time.time()
+                stamp.unlink(missing_ok=True)
+                run_logged(
+                    [*make, "bzImage"],
+                    log=log,
+                    label="build: kernel",
+                    env=env,
+                    interesting=_kbuild_line,
+                )
+                stamp.write_text(stamp_text)
+                # The start time: an edit made while make ran is seen next time.
+                os.utime(stamp, (started, started))
         with timed(durations, "headers"):
             run_logged(
                 [*make, "headers_install", f"INSTALL_HDR_PATH={obj / 'usr'}"],
@@ -190,7 +217,8 @@ def configure_kernel(
     fragments = tuple(lab.fragment_path(f) for f in spec.fragments)
     with timed(durations, "config"):
         cfg_dir = cache_dir("configs", kconfig.inputs_key(tree, spec.base, fragments)[:16])
-        cfg = kconfig.configure(tree, spec.base, fragments, cfg_dir, env=env)
+        with locked(cfg_dir.with_name(cfg_dir.name + ".lock"), f"config {cfg_dir.name}"):
+            cfg = kconfig.configure(tree, spec.base, fragments, cfg_dir, env=env)
     report_config(cfg, tree)
     return tree, cfg
 
@@ -256,6 +284,39 @@ def build_dir_for(kernel: str, tree: SourceTree, config_hash: str) -> Path:
     key = hashlib.sha256(f"{tree.build_key}\0{config_hash}".encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in kernel)[-40:]
     return cache_dir("builds") / f"{safe}-{key}"
+
+
+def kernel_up_to_date(src: Path, obj: Path, stamp: Path, stamp_text: str) -> bool:
+    """True when the last kernel build succeeded with these settings and no file in the
+    tree is newer than it.
+
+    Kbuild would conclude the same, but its walk over every directory takes 15-30 s on
+    two cores; a stat of the tree takes about one. make uses mtimes too, so this misses
+    nothing make would have caught (an edit, a touch, a new file).
+    """
+    try:
+        if stamp.read_text() != stamp_text:
+            return False
+        built = stamp.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+    needed = (obj / "arch/x86/boot/bzImage", obj / "vmlinux", obj / "System.map")
+    if not all(p.is_file() for p in needed) or (obj / ".config").stat().st_mtime_ns > built:
+        return False
+    return not _newer_file(src, built)
+
+
+def _newer_file(root: Path, than_ns: int) -> bool:
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != ".git":
+                        stack.append(entry.path)
+                elif entry.stat(follow_symlinks=False).st_mtime_ns > than_ns:
+                    return True
+    return False
 
 
 def _install_config(src: Path, dst: Path) -> None:

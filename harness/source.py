@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cachelock import locked
 from harness.config import DebSource, GitSource, LabConfig
 from harness.errors import InfraError, UserError
 from harness.paths import cache_dir
@@ -71,10 +72,14 @@ def prepare_source(lab: LabConfig, kernel: str) -> SourceTree:
             f"unknown kernel {kernel!r}: not in lab.yaml (known: {known}) and not a path",
             "pass a kernel name from lab.yaml or the path of a kernel tree",
         )
-    if spec.git is not None:
-        return from_git(kernel, spec.git)
-    if spec.deb is not None:
-        return from_deb(kernel, spec.deb)
+    if spec.git is not None or spec.deb is not None:
+        # One fetch/unpack per kernel at a time (`lab run` and `lab build` may overlap).
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", kernel)
+        with locked(cache_dir("sources") / f"{safe}.lock", f"source {kernel}"):
+            if spec.git is not None:
+                return from_git(kernel, spec.git)
+            assert spec.deb is not None
+            return from_deb(kernel, spec.deb)
     assert spec.path is not None
     path = spec.path if spec.path.is_absolute() else lab.root / spec.path
     return from_path(kernel, path)

@@ -95,6 +95,20 @@ def test_second_build_is_a_noop_and_an_edit_rebuilds(lab_file: Path, tree: Path)
     assert data["source"]["dirty"] is True and data["source"]["diff_sha256"]
 
 
+def test_up_to_date_check_sees_edits_and_changed_settings(lab_file: Path, tree: Path) -> None:
+    import os
+    import time
+
+    b = build.build_kernel(config.load(lab_file), "dev", "lab")
+    obj, stamp = b.build_dir / "obj", b.build_dir / "obj" / ".gmemlab-built"
+    text = stamp.read_text()
+    assert build.kernel_up_to_date(tree, obj, stamp, text)
+    assert not build.kernel_up_to_date(tree, obj, stamp, text + " ")
+    later = time.time() + 5
+    os.utime(tree / "virt/kvm/guest_memfd.c", (later, later))
+    assert not build.kernel_up_to_date(tree, obj, stamp, text)
+
+
 def test_failed_build_leaves_a_failed_manifest(lab_file: Path, tree: Path) -> None:
     lab = config.load(lab_file)
     good = build.build_kernel(lab, "dev", "lab")
@@ -212,3 +226,25 @@ def test_ccache_summary() -> None:
     assert (s["hits"], s["misses"], s["hit_rate"]) == (35, 5, "87.5%")
     assert ccache.summary(after, after)["hit_rate"] == "n/a (nothing compiled)"
     assert ccache.summary({}, {}) == {"available": False}
+
+
+def test_cache_lock_serialises_two_holders(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from harness.cachelock import locked
+
+    order: list[str] = []
+    lock = tmp_path / "x.lock"
+
+    def second() -> None:
+        with locked(lock, "test"):
+            order.append("second")
+
+    with locked(lock, "test"):
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.3)
+        order.append("first")
+    t.join(5)
+    assert order == ["first", "second"]
