@@ -103,8 +103,7 @@ def _build_in(
     obj = build_dir / "obj"
     obj.mkdir(parents=True, exist_ok=True)
     _install_config(cfg.path, obj / ".config")
-    log = build_dir / "build.log"
-    log.write_text("")
+    log = _new_log(build_dir)
     say(f"  build folder {build_dir}\n  full make log: {log}")
 
     stats_before = ccache.stats(env)
@@ -284,6 +283,24 @@ def build_dir_for(kernel: str, tree: SourceTree, config_hash: str) -> Path:
     key = hashlib.sha256(f"{tree.build_key}\0{config_hash}".encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in kernel)[-40:]
     return cache_dir("builds") / f"{safe}-{key}"
+
+
+def _new_log(build_dir: Path) -> Path:
+    """A log per run (logs/build-<UTC time>.log); build.log points at the newest.
+
+    Another process's run (e.g. `lab run` after `lab build`) must not erase the log
+    of the run that really compiled something.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    log = build_dir / "logs" / f"build-{stamp}-{os.getpid()}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    link = build_dir / "build.log"
+    tmp = link.with_name("build.log.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(log.relative_to(build_dir))
+    tmp.replace(link)
+    return log
 
 
 def kernel_up_to_date(src: Path, obj: Path, stamp: Path, stamp_text: str) -> bool:
