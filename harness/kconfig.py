@@ -10,8 +10,11 @@ does not define at all (a series-only symbol on mainline) is reported, not dropp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -126,11 +129,39 @@ def verify(
 
 
 def inputs_key(tree: SourceTree, base: str, fragments: Iterable[Path]) -> str:
-    """Everything the final .config depends on: the tree, the base target, fragments."""
-    h = hashlib.sha256(f"{tree.identity}\0{base}\0".encode())
+    """Everything the final .config depends on: the tree's Kconfig, the base target, the
+    fragments and the compiler (Kconfig records its version and probes its features)."""
+    h = hashlib.sha256(f"{kconfig_identity(tree)}\0{base}\0{compiler_id()}\0".encode())
     for frag in fragments:
         h.update(frag.name.encode() + b"\0" + frag.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def kconfig_identity(tree: SourceTree) -> str:
+    """git and deb trees never change: their identity. A developer's checkout changes
+    with every edit, but only Kconfig files, defconfigs and the top Makefile matter to
+    the config: fingerprint those, so an edit to a .c file does not re-run defconfig."""
+    if tree.kind != "path":
+        return tree.identity
+    h = hashlib.sha256(str(tree.path).encode())
+    for root, dirs, files in os.walk(tree.path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(root, tree.path)
+        for name in sorted(files):
+            if (
+                name.startswith("Kconfig")
+                or name.endswith(("config", ".config"))
+                or (rel == "." and name == "Makefile")
+            ):
+                st = os.stat(os.path.join(root, name))
+                h.update(f"{rel}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "kconfig-" + h.hexdigest()
+
+
+@functools.cache
+def compiler_id() -> str:
+    done = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=False)
+    return done.stdout.splitlines()[0] if done.stdout else "no gcc"
 
 
 def configure(

@@ -168,3 +168,16 @@ def test_evaluate(expr: str, values: dict[str, str], expected: int | None) -> No
 
 def test_annotate() -> None:
     assert kconfig_tree.annotate("A && !B", {"A": "y"}) == "A [=y] && !B [=n]"
+
+
+def test_local_tree_config_key_ignores_c_edits_but_not_kconfig(tmp_path: Path) -> None:
+    import time
+
+    root = make_tree(tmp_path / "linux", git=True)
+    f = frag(tmp_path, "lab.config", LAB_FRAGMENT)
+    key = kconfig.inputs_key(from_path("dev", root), "defconfig", (f,))
+    (root / "virt/kvm/guest_memfd.c").write_text("/* edited */\n")
+    assert kconfig.inputs_key(from_path("dev", root), "defconfig", (f,)) == key
+    later = time.time() + 5
+    os.utime(root / "virt/kvm/Kconfig", (later, later))
+    assert kconfig.inputs_key(from_path("dev", root), "defconfig", (f,)) != key
