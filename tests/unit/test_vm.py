@@ -151,10 +151,10 @@ def fake_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[
         update={"vm": lab.vm.model_copy(update={"qemu": str(qemu), "boot_timeout_s": 20})}
     )
 
-    def boot(mode: str, **vm_changes: object) -> vm.Machine:
+    def boot(mode: str, nested: bool = False, **vm_changes: object) -> vm.Machine:
         monkeypatch.setenv("FAKE_QEMU_MODE", mode)
         lab_ = lab.model_copy(update={"vm": lab.vm.model_copy(update=vm_changes)})
-        return vm.boot(lab_, tmp_path / "bzImage", img, tmp_path / "run", probe_nested=False)
+        return vm.boot(lab_, tmp_path / "bzImage", img, tmp_path / "run", probe_nested=nested)
 
     return boot
 
@@ -231,3 +231,53 @@ def test_missing_kernel_is_reported(fake_boot, tmp_path: Path) -> None:  # type:
     (tmp_path / "bzImage").unlink()
     with pytest.raises(InfraError, match="no kernel at"):
         fake_boot("ssh")
+
+
+# --- nested KVM facts ----------------------------------------------------------------
+
+NESTED_LINE = (
+    'gmemlab-nested: {"cpu": "AMD EPYC", "created": [0, 1], "error": "", '
+    '"kvm_amd_nested": "1", "present": true, "virt_flag": "svm", "vm_types": [0, 1]}'
+)
+
+
+def test_nested_line_on_the_console_is_parsed() -> None:
+    text = f"[    5.6] EXT4-fs (vda): re-mounted.\ngmemlab login: {NESTED_LINE}\n"
+    nested = vm.nested_from_console(text)
+    assert nested is not None
+    assert nested.ok and nested.present
+    assert nested.vm_types == (0, 1) and nested.created == (0, 1)
+    assert nested.guest_cpu == "AMD EPYC"
+    assert "kvm_amd_nested=1" in nested.detail and "guest CPU flag svm" in nested.detail
+
+
+def test_no_nested_line_yet() -> None:
+    assert vm.nested_from_console("[ 1.0] Linux version 7.3\n") is None
+
+
+def test_guest_without_kvm_is_not_nested() -> None:
+    nested = vm.parse_nested(
+        '{"present": false, "vm_types": [], "created": [], "error": "No such file"}'
+    )
+    assert not nested.ok
+    assert "/dev/kvm absent" in nested.detail and "No such file" in nested.detail
+
+
+def test_garbage_from_the_probe_is_not_nested() -> None:
+    nested = vm.parse_nested("Traceback (most recent call last):")
+    assert not nested.ok
+    assert "Traceback" in nested.detail
+
+
+def test_console_loglevel_keeps_warnings() -> None:
+    # loglevel=5 shows KERN_WARNING (4) and worse: WARN splats stay on the console.
+    words = vm.kernel_cmdline(spec())
+    assert "loglevel=5" in words
+
+
+def test_lean_boot_learns_nested_from_the_console(fake_boot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with fake_boot("ssh", nested=True) as m:
+        assert m.nested
+        assert m.nested_info.created == (0, 1)
+    info = (tmp_path / "run" / "machine.json").read_text()
+    assert '"nested": true' in info
