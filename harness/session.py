@@ -54,6 +54,8 @@ def interactive(ep: Endpoint, connect_s: float = 30.0) -> int:
         remote.connect(deadline_s=connect_s)
         try:
             result = remote.conn.shell()
+        except UnexpectedExit as exc:  # the shell's last command failed: pass it on
+            return int(exc.result.exited)
         except (ThreadException, paramiko.SSHException, OSError, EOFError):
             return 255
         code: int = result.exited

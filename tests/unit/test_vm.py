@@ -281,3 +281,10 @@ def test_lean_boot_learns_nested_from_the_console(fake_boot, tmp_path: Path) -> 
         assert m.nested_info.created == (0, 1)
     info = (tmp_path / "run" / "machine.json").read_text()
     assert '"nested": true' in info
+
+
+def test_nested_line_from_a_real_lean_boot() -> None:
+    golden = Path(__file__).parent / "golden" / "console" / "lab-7.3-clean-boot-lean.log"
+    nested = vm.nested_from_console(golden.read_text())
+    assert nested is not None and nested.ok
+    assert nested.created == (0, 1)  # KVM_X86_DEFAULT_VM and KVM_X86_SW_PROTECTED_VM
