@@ -520,7 +520,7 @@ def _probe_nested(machine: Machine) -> Nested:
     )
     with Remote(endpoint) as remote:
         remote.connect(deadline_s=30)
-        ran = remote.run(["python3", NESTED_PROBE], timeout_s=60)
+        ran = remote.run(["python3", "-S", NESTED_PROBE], timeout_s=60)
     if not ran.ok:
         return Nested(False, (), (), "", f"probe failed: {ran.error or ran.stderr.strip()}")
     lines = ran.stdout.strip().splitlines()
