@@ -435,6 +435,7 @@ def source_record(tree: SourceTree) -> dict[str, object]:
         "describe": tree.describe,
         "dirty": tree.dirty,
         "diff_sha256": tree.diff_sha256,
+        "base": tree.base,
     }
 
 

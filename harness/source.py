@@ -42,6 +42,8 @@ class SourceTree:
     diff_sha256: str | None = None
     # Where it came from: the git URL and ref, the local path, or package=version.
     origin: str = ""
+    # git: the series' base commit from lab.yaml (for A/B runs against it), if given.
+    base: str | None = None
 
     @property
     def identity(self) -> str:
@@ -197,6 +199,7 @@ def from_git(name: str, spec: GitSource) -> SourceTree:
         commit=commit,
         describe=_describe(worktree),
         origin=f"{spec.url} {spec.ref}",
+        base=spec.base,
     )
 
 
