@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -147,11 +148,11 @@ def run_logged(
                 if interesting(line):
                     status.update(line)
                 if timeout is not None and time.monotonic() - start > timeout:
-                    proc.kill()
+                    _kill_group(proc)
                     raise InfraError(f"{label}: timed out after {timeout:.0f}s", f"see {log}")
             returncode = proc.wait()
         except BaseException:
-            proc.kill()
+            _kill_group(proc)
             proc.wait()
             raise
         finally:
@@ -164,6 +165,15 @@ def run_logged(
             f"read the full log: {log}",
         )
     return Finished(args, returncode, seconds, log)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the command and everything it started (its own session, see Popen above):
+    killing only a top-level make leaves its sub-makes compiling on, unlocked."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
 
 
 def tail(path: Path, lines: int) -> str:

@@ -248,3 +248,30 @@ def test_cache_lock_serialises_two_holders(tmp_path: Path) -> None:
         order.append("first")
     t.join(5)
     assert order == ["first", "second"]
+
+
+def test_run_logged_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from harness.proc import run_logged
+
+    script = "sleep 60 & echo child $!; while :; do echo tick; sleep 0.1; done"
+    log = tmp_path / "log"
+    with pytest.raises(InfraError, match="timed out"):
+        run_logged(["sh", "-c", script], log=log, label="t", timeout=0.5)
+    child = int(
+        next(ln for ln in log.read_text().splitlines() if ln.startswith("child")).split()[1]
+    )
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        # A zombie still answers kill(0): it is dead if its state is Z.
+        stat = Path(f"/proc/{child}/stat")
+        if stat.exists() and stat.read_text().split()[2] == "Z":
+            return
+        time.sleep(0.1)
+    pytest.fail("the command's background child survived the timeout")
