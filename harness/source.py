@@ -175,8 +175,10 @@ def from_git(name: str, spec: GitSource) -> SourceTree:
             "-C",
             mirror,
             "fetch",
-            # No --no-tags: tags pointing into the fetched history come along, so
-            # `git describe` says v7.3-rc2-123-gabc rather than a bare sha.
+            # Only the commit the ref names: the build needs one tree, not the history
+            # (linux-cc's full history is gigabytes). Tags pointing at it come along,
+            # so describe names a tag when the ref is tagged, else the sha.
+            "--depth=1",
             "--force",
             spec.url,
             f"+{spec.ref}:refs/gmemlab/{name}",
