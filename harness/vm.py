@@ -294,7 +294,13 @@ class Machine:
         if found is not None:
             self.nested_info = found
             self.nested = found.ok
+            self.save_info()
         return self.nested_info
+
+    def save_info(self) -> Path:
+        path = self.run_dir / "machine.json"
+        path.write_text(json.dumps(asdict(self.info()), indent=2) + "\n")
+        return path
 
     def info(self) -> MachineInfo:
         n = self.nested_info
@@ -368,11 +374,16 @@ def boot(
     run_dir.mkdir(parents=True, exist_ok=True)
     disk = run_dir / "disk.qcow2"
     disk.unlink(missing_ok=True)
-    subprocess.run(
+    made = subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
          "-b", str(image.base_qcow2), str(disk)],
-        check=True, capture_output=True,
+        capture_output=True, text=True, check=False,
     )  # fmt: skip
+    if made.returncode != 0:
+        raise InfraError(
+            f"cannot create the boot overlay {disk}: {made.stderr.strip()}",
+            f"check the base image {image.base_qcow2} (`lab image` rebuilds a missing one)",
+        )
     chosen = accel_mod.choose(spec.accel, lambda: accel_mod.cached_probe(spec.qemu, bzimage))
     cmdline = kernel_cmdline(spec, extra_cmdline)
     # A free port can be taken between our check and QEMU's bind: retry with another.
@@ -391,7 +402,7 @@ def boot(
     try:
         if probe_nested:
             machine.learn_nested(wait_s=NESTED_CONSOLE_WAIT_S if spec.init == "lean" else 0)
-        (run_dir / "machine.json").write_text(json.dumps(asdict(machine.info()), indent=2) + "\n")
+        machine.save_info()
     except BaseException:
         machine.stop()
         raise

@@ -288,3 +288,9 @@ def test_nested_line_from_a_real_lean_boot() -> None:
     nested = vm.nested_from_console(golden.read_text())
     assert nested is not None and nested.ok
     assert nested.created == (0, 1)  # KVM_X86_DEFAULT_VM and KVM_X86_SW_PROTECTED_VM
+
+
+def test_missing_base_image_is_reported(fake_boot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "base.qcow2").unlink()
+    with pytest.raises(InfraError, match="cannot create the boot overlay"):
+        fake_boot("ssh")
