@@ -62,9 +62,18 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     for path in (args.manifest, args.bzimage):
         if path is not None and not path.is_file():
             raise UserError(f"no such file: {path}", "check the path (lab build prints it)")
+    kernel = args.kernel or lab.defaults.kernel
+    config_name = args.config or lab.defaults.config
+    if args.manifest is not None:
+        # A reused build names its own kernel and config (the cell's name).
+        from harness.build import load_build
+
+        reused = load_build(args.manifest)
+        kernel = args.kernel or reused.kernel
+        config_name = args.config or reused.config_name
     request = runner.RunRequest(
-        kernel=args.kernel or lab.defaults.kernel,
-        config=args.config or lab.defaults.config,
+        kernel=kernel,
+        config=config_name,
         suites=names,
         results_root=args.results.resolve(),
         manifest=args.manifest.resolve() if args.manifest else None,

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,15 @@ def summary(results: Path) -> dict:  # type: ignore[type-arg]
     return json.loads((results / "latest" / "summary.json").read_text())  # type: ignore[no-any-return]
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    # The VM's QMP socket lives in the results folder and a UNIX socket path must
+    # stay under 108 bytes, which pytest's tmp_path does not.
+    path = Path(tempfile.mkdtemp(prefix="gl-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def manifest() -> Path:
     done = lab("build", "--kernel", "mainline")
@@ -52,7 +64,8 @@ def lab_file(tmp_path: Path, suites: dict[str, dict[str, object]]) -> Path:
     return path
 
 
-def test_full_run_on_mainline(tmp_path: Path) -> None:
+def test_full_run_on_mainline(short_tmp: Path) -> None:
+    tmp_path = short_tmp
     results = tmp_path / "results"
     done = lab("run", "--kernel", "mainline", "--results", str(results))
     s = summary(results)
@@ -71,7 +84,8 @@ def test_full_run_on_mainline(tmp_path: Path) -> None:
     assert "verdict:" in done.stderr
 
 
-def test_injected_failure_exits_1(tmp_path: Path, manifest: Path) -> None:
+def test_injected_failure_exits_1(short_tmp: Path, manifest: Path) -> None:
+    tmp_path = short_tmp
     path = lab_file(tmp_path, {"inject": {"kind": "command", "argv": ["false"]}})
     results = tmp_path / "results"
     done = lab(
@@ -90,7 +104,8 @@ def test_injected_failure_exits_1(tmp_path: Path, manifest: Path) -> None:
     assert "### FAIL inject / false" in report
 
 
-def test_killed_vm_exits_2_and_keeps_earlier_results(tmp_path: Path, manifest: Path) -> None:
+def test_killed_vm_exits_2_and_keeps_earlier_results(short_tmp: Path, manifest: Path) -> None:
+    tmp_path = short_tmp
     path = lab_file(
         tmp_path,
         {

@@ -203,3 +203,12 @@ def test_unknown_suite_is_a_user_error(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="unknown suite"):
         runner.choose_suites(config.load(), ("nope",))
+
+
+def test_cli_bad_input_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import cli
+
+    assert cli.main(["run", "--suites", "nope", "--results", str(tmp_path)]) == 3
+    assert "unknown suite" in capsys.readouterr().err
+    assert cli.main(["run", "--manifest", str(tmp_path / "missing.json")]) == 3
+    assert not any(tmp_path.iterdir())  # no run folder for input that never started
