@@ -9,6 +9,7 @@ LAB := $(BIN)/lab
 KERNEL ?=
 CONFIG ?=
 SUITES ?=
+MATRIX ?= nightly
 LAB_ARGS := $(if $(KERNEL),--kernel $(KERNEL)) $(if $(CONFIG),--config $(CONFIG))
 DEPS_STAMP := $(VENV)/.deps-installed
 
@@ -48,7 +49,7 @@ boot: $(DEPS_STAMP) venv
 	$(LAB) boot $(LAB_ARGS)
 
 nightly: $(DEPS_STAMP) venv
-	$(LAB) matrix nightly
+	$(LAB) matrix $(MATRIX)
 
 check: lint unit guest-host integration
 

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
     # CI cancelling the job: unwind like Ctrl-C so the VM stops and the report is written.
     raise runner.Interrupted()
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         manifest=args.manifest.resolve() if args.manifest else None,
         bzimage=args.bzimage.resolve() if args.bzimage else None,
     )
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return runner.run(lab, request, runner.Progress(sys.stderr))
     finally:
