@@ -138,7 +138,9 @@ def _qemu_version(qemu: str) -> str:
 
 def _make_seconds(build: Any) -> float:
     durations = getattr(build, "durations", {}) or {}
-    return float(sum(v for k, v in durations.items() if k in ("kernel", "headers", "selftests")))
+    return float(
+        sum(v for k, v in durations.items() if k in ("config", "kernel", "headers", "selftests"))
+    )
 
 
 class Run:

@@ -168,7 +168,14 @@ def _pytest(s: _Suite) -> None:
         for r in parsed:
             s.run.results.append(r)
             s.ctx.recorder.add(r)
-        s.run.note = "; ".join(f"{k}={v}" for k, v in junit.properties(text).items())
+        # The suite records its feature probe as JUnit properties: environment facts.
+        probed = {
+            f"guest probe: {k.removeprefix('gmemlab.')}": v
+            for k, v in junit.properties(text).items()
+        }
+        if probed:
+            s.ctx.recorder.environment(**probed)
+            s.run.note = "the guest suite's feature probe is under Environment"
     if ran.timed_out:
         s.add(
             path,

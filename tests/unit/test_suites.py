@@ -194,7 +194,7 @@ def test_pytest_suite_reads_junit(tmp_path: Path) -> None:
     ctx = context(tmp_path, remote, None)
     run = suites.run_suite("gmem-ioctl", SuiteSpec(kind="pytest", path="tests/guest"), ctx)
     assert rows(run.results) == [("test_a::test_x", "pass", ""), ("test_a::test_y", "fail", "boom")]
-    assert run.note == "kvm=True"
+    assert ctx.recorder.record.environment["guest probe: kvm"] == "True"
     assert "--junitxml=/var/tmp/gmemlab/out/gmem-ioctl/junit.xml" in remote.calls[0]
 
 
