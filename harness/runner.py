@@ -321,7 +321,19 @@ class Run:
                             )
                         )
                 elif not run.lost:
+                    # The suite finished but the VM no longer answers: say so here,
+                    # or the reason for everything missing afterwards would be silent.
                     run.lost = True
+                    outcome, why, excerpt = self.on_lost()
+                    self.rec.add(
+                        TestResult(
+                            name,
+                            "dmesg",
+                            outcome,
+                            f"no dmesg after the suite: {why}",
+                            excerpt=excerpt,
+                        )
+                    )
                 self.rec.suite_done(
                     name, kind=spec.kind, seconds=round(run.seconds, 2), note=run.note
                 )

@@ -212,3 +212,24 @@ def test_cli_bad_input_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "unknown suite" in capsys.readouterr().err
     assert cli.main(["run", "--manifest", str(tmp_path / "missing.json")]) == 3
     assert not any(tmp_path.iterdir())  # no run folder for input that never started
+
+
+def test_vm_gone_after_a_suite_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    suites = {
+        "a": SuiteSpec(kind="command", argv=["true"]),
+        "b": SuiteSpec(kind="command", argv=["true"]),
+    }
+    calls = {"dmesg": 0}
+
+    def script(argv: list[str]) -> Reply:
+        if argv == ["dmesg"]:
+            calls["dmesg"] += 1
+            # after boot, before suite a: fine; after suite a: the VM is gone.
+            return Reply(0, BEFORE) if calls["dmesg"] <= 2 else Reply(lost=True)
+        return Reply(0, "7.3.0\n")
+
+    h = Harness(tmp_path, monkeypatch, script)
+    code, run_dir, _ = h.run(lab_with(tmp_path, suites), ("a", "b"))
+    assert code == 2
+    got = [(r.suite, r.name, r.outcome.value) for r in load_summary(run_dir).results]
+    assert got == [("a", "true", "pass"), ("a", "dmesg", "error"), ("b", "(suite)", "missing")]
