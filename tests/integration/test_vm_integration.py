@@ -137,3 +137,16 @@ def test_broken_root_fails_fast_with_reason_and_tail(
     assert "console tail" in text
     left = subprocess.run(["pgrep", "-f", str(tmp_path / "run")], capture_output=True)
     assert left.stdout == b""
+
+
+def test_lab_boot_runs_a_command_like_vng(bzimage: Path, img: image.Image) -> None:
+    lab_cli = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "lab"
+    done = subprocess.run(
+        [str(lab_cli), "boot", "--bzimage", str(bzimage), "--",
+         "uname -r; echo to-stderr >&2; exit 3"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.strip()  # uname -r, streamed to our stdout
+    assert "to-stderr" in done.stderr
+    assert "lab VM up in" in done.stderr and "nested KVM yes" in done.stderr
