@@ -15,7 +15,8 @@ measured and the report says so.
 vng's default root is the host's, read-only with overlayfs on top, which needs a kernel
 with CONFIG_OVERLAY_FS (the lab config has none). --vng-root DIR (default
 $LAB_CACHE/bench-root when it exists; make one with `mmdebstrap --variant=minbase trixie
-DIR`) gives vng a scratch root it may write to (`--root DIR --rw`), never the host's.
+DIR`) gives vng a scratch root it may write to (`--root DIR --rw`), never the host's;
+without one, vng is not measured.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from harness.paths import cache_root  # noqa: E402
 LAB = REPO / ".venv" / "bin" / "lab"
 UP_LINE = re.compile(r"lab VM up in ([\d.]+)s")
 # Without udevd on the host, vng runs the command through its console fallback, which
-# loses the exit status (255) although the command ran: its output is the proof.
+# loses the exit status (255) and the output although the command ran: a file the
+# command creates in the scratch root is the proof.
 VNG_MARK = "gmemlab-bench-ok"
 
 
@@ -109,17 +111,27 @@ def main() -> int:
     probe = accel.cached_probe(lab.vm.qemu, bzimage)
     use_kvm = lab.vm.accel != "tcg" and probe.kvm_works
     vng = None if args.no_vng else find_vng()
+    vng_root = args.vng_root or cache_root() / "bench-root"
+    if vng is not None and not vng_root.is_dir():
+        print(f"vng: no scratch root at {vng_root} (see --vng-root); measuring the lab alone")
+        vng = None
     lab_argv = [str(LAB), "boot", "--bzimage", str(bzimage)]
     if args.init:
         lab_argv += ["--init", args.init]
     lab_argv += ["--", "true"]
-    vng_root = args.vng_root or cache_root() / "bench-root"
     vng_argv = [
         str(vng), "-r", str(bzimage), "-p", str(lab.vm.cpus), "-m", f"{lab.vm.memory_mib}M",
         *([] if use_kvm else ["--disable-kvm"]),
-        *(["--root", str(vng_root), "--rw"] if vng_root.is_dir() else []),
-        "-e", f"echo {VNG_MARK}",
+        "--root", str(vng_root), "--rw",
+        "-e", f"touch /{VNG_MARK}",
     ]  # fmt: skip
+    mark = vng_root / VNG_MARK
+
+    def vng_ran() -> bool:
+        ran = mark.exists()
+        mark.unlink(missing_ok=True)
+        return ran
+
     vng_env = None
     if vng is not None:
         # vng starts its helpers (virtme-run) from its own venv.
@@ -132,7 +144,7 @@ def main() -> int:
         return 2
     if vng is not None:
         _, vout, vcode = timed(vng_argv, vng_env)
-        if VNG_MARK not in vout:
+        if not vng_ran():
             print(f"vng does not work here (exit {vcode}); measuring the lab alone:")
             print("\n".join(vout.strip().splitlines()[-8:]))
             vng = None
@@ -151,7 +163,7 @@ def main() -> int:
         line = f"run {run + 1}: lab {seconds:5.2f}s (SSH up at {float(up[1]):.2f}s)"
         if vng is not None:
             vseconds, vout, vcode = timed(vng_argv, vng_env)
-            if VNG_MARK not in vout:
+            if not vng_ran():
                 print(f"vng run {run + 1} failed (exit {vcode}):\n{vout[-2000:]}", file=sys.stderr)
                 return 2
             vng_total.append(vseconds)
