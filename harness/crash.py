@@ -25,10 +25,12 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("oops", r"\bOops: "),
         ("bug", r"\bBUG: |\bkernel BUG at "),
         # Only the kernel's own WARN forms; "WARNING:" alone is common in user-space output.
+        # Before 7.x: "WARNING: CPU: 1 PID: 0 at file.c:350 func+0x6a/0x70"; since:
+        # "WARNING: file.c:10 at func+0x27/0xff0 [mod], CPU#1: insmod/124".
         (
             "warning",
-            r"\bWARNING: (CPU: \d+ PID: \d+|at \S|possible \w|suspicious RCU usage"
-            r"|bad unlock balance|lock held)",
+            r"\bWARNING: (CPU: \d+ PID: \d+|at \S|\S+:\d+ at \S|possible \w"
+            r"|suspicious RCU usage|bad unlock balance|lock held)",
         ),
     )
 )

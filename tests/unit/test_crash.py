@@ -36,6 +36,7 @@ REAL_LINES = [
     ("rcu-stall", "[   60.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"),
     ("rcu-stall", "[   60.1] rcu: INFO: rcu_sched self-detected stall on CPU"),
     ("warning", "[    0.000000] WARNING: CPU: 1 PID: 0 at arch/x86/kernel/smpboot.c:350 topology_sane.isra.0+0x6a/0x70"),  # noqa: E501
+    ("warning", "[    9.4] WARNING: gmemlab_oops.c:10 at gmemlab_oops_init+0x27/0xff0 [gmemlab_oops], CPU#1: insmod/124"),  # noqa: E501
     ("warning", "[   10.0] WARNING: possible circular locking dependency detected"),
     ("warning", "[   10.0] WARNING: suspicious RCU usage"),
 ]  # fmt: skip
@@ -127,3 +128,23 @@ def test_lab_kernel_sysrq_panic_has_its_call_trace() -> None:
     found = crash.scan(golden("lab-7.3-sysrq-panic.log"))
     assert [c.kind for c in found] == ["panic"]
     assert any("sysrq_handle_crash" in line for line in found[0].context)
+
+
+def test_lab_kernel_warning_in_the_7x_format() -> None:
+    # 7.x prints "WARNING: file:line at func, CPU#n: comm/pid": caught from a real log.
+    found = crash.scan(golden("lab-7.3-warning.log"))
+    assert [c.kind for c in found] == ["warning"]
+    assert "gmemlab_oops.c:10 at gmemlab_oops_init" in found[0].line
+    assert not crash.is_fatal(found[0].line)
+
+
+def test_lab_kernel_oops_keeps_running() -> None:
+    # A NULL write from a module: BUG + Oops (both fatal kinds), the guest runs on.
+    found = crash.scan(golden("lab-7.3-oops.log"))
+    kinds = [c.kind for c in found]
+    assert kinds[:2] == ["warning", "bug"]  # the earlier deliberate WARN, then the BUG
+    assert "oops" in kinds
+    bug = found[1]
+    assert "BUG: kernel NULL pointer dereference" in bug.line
+    assert any("gmemlab_oops_init" in line for line in bug.context)
+    assert crash.is_fatal(bug.line)
