@@ -107,7 +107,9 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
             say(describe(machine))
         found = machine.crash()
         if found:
-            say(f"the guest kernel crashed:\n{crash.report(found)}")
+            # A WARN fails the run too (DESIGN.md: outcomes), whatever CMD returned.
+            kinds = ", ".join(sorted({c.kind for c in found}))
+            say(f"the guest kernel reported {kinds}:\n{crash.report(found)}")
             say(f"console: {machine.console_log}")
             return 1
         if code is None:
