@@ -264,3 +264,19 @@ def _build(lab: LabConfig, lab_keys: keys.LabKeys, digest: str, final: Path) -> 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return seconds
+
+
+def prune(keep: Image) -> list[Path]:
+    """Delete every cached image but keep's (each is a few hundred MB); the removed."""
+    images = keep.base_qcow2.parent.parent
+    removed = []
+    for entry in sorted(images.iterdir()):
+        name = entry.name.split(".", 1)[0]
+        if name == keep.recipe_hash or entry.name.startswith(".build-"):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry)
+    return removed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.config import LabConfig
-from harness.image import ensure_image
+from harness.image import ensure_image, prune
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "reuses the cached image. The last line is the base image's path."
         ),
     )
+    parser.add_argument(
+        "--prune", action="store_true", help="delete the cached images of other recipes"
+    )
     parser.set_defaults(func=run)
 
 
@@ -27,5 +30,8 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     print(f"image {lab.image.recipe} ({image.recipe_hash}): {how}")
     print(f"  client key: {image.client_key}")
     print(f"  host key:   {image.host_key_line[:60]}...")
+    if args.prune:
+        for path in prune(image):
+            print(f"  removed {path}")
     print(image.base_qcow2, flush=True)
     return 0

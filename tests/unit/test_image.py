@@ -142,3 +142,27 @@ def test_staged_overlay_carries_the_keys(tmp_path: Path, lab_keys: keys.LabKeys)
         lab_keys.client_pubkey.read_text()
     )
     assert (stage / "etc" / "ssh" / keys.HOST_KEY).read_bytes() == lab_keys.host_key.read_bytes()
+
+
+def test_prune_keeps_only_the_current_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAB_CACHE", str(tmp_path / "cache"))
+    lab = make_lab(tmp_path)
+
+    def fake_build(lab_: config.LabConfig, lk: keys.LabKeys, digest: str, final: Path) -> float:
+        final.mkdir(parents=True)
+        (final / image.BASE_NAME).write_bytes(b"QFI\\xfb")
+        (final / "image.json").write_text("{}")
+        (final.parent / f"{digest}.build.log").write_text("log")
+        return 1.0
+
+    monkeypatch.setattr(image, "_build", fake_build)
+    old = image.ensure_image(lab)
+    (lab.recipe_dir() / "packages").write_text("kmod\n")
+    new = image.ensure_image(lab)
+    removed = image.prune(new)
+    names = sorted(p.name for p in removed)
+    assert names == sorted([old.recipe_hash, f"{old.recipe_hash}.build.log",
+                            f"{old.recipe_hash}.lock"])  # fmt: skip
+    assert new.base_qcow2.is_file() and not old.base_qcow2.exists()
