@@ -172,7 +172,8 @@ class Remote:
                     "check that the image holds the lab's public key (`lab image` rebuilds)",
                 ) from None
             except paramiko.SSHException as exc:
-                if "not found in known_hosts" in str(exc) or "Server" in str(exc)[:7]:
+                # RejectPolicy's refusal of an unknown key: never worth a retry.
+                if "not found in known_hosts" in str(exc):
                     raise InfraError(
                         f"{self.endpoint.describe()}: host key is not trusted: {exc}",
                         "add the host to your known_hosts (ssh-keyscan, then verify it)",

@@ -233,3 +233,27 @@ def test_read_text_missing_file_is_none(mock: MockRemote) -> None:
     r.connect(deadline_s=5)
     assert r.read_text("/nope") is None
     assert r.read_text("/etc/hostname") == "vm\n"
+
+
+def test_unknown_host_key_is_refused_not_retried(mock: MockRemote) -> None:
+    expect(mock, Command("true"))
+    client = client_of(mock)
+    client.connect.side_effect = paramiko.SSHException(
+        "Server '[127.0.0.1]:10022' not found in known_hosts"
+    )
+    with pytest.raises(InfraError, match="host key is not trusted"):
+        remote.Remote(VM).connect(deadline_s=30, retry_every_s=0)
+    assert client.connect.call_count == 1
+
+
+def test_transport_dying_mid_command_is_lost(mock: MockRemote) -> None:
+    expect(mock, Command("true"))
+    r = remote.Remote(VM)
+    r.connect(deadline_s=5)
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise paramiko.SSHException("SSH session not active")
+
+    r.conn.run = boom
+    ran = r.run(["sleep", "600"], timeout_s=900)
+    assert ran.lost and ran.exit_code is None and "not active" in ran.error
