@@ -475,7 +475,7 @@ def _wait_for_ssh(machine: Machine, spec: VmSpec) -> None:
         ):
             raise _failure(machine, "the kernel crashed while booting")
         if not machine.alive():
-            if "Could not set up host forwarding rule" in _read(machine.qemu_log):
+            if "could not set up host forwarding rule" in _read(machine.qemu_log).lower():
                 raise _PortTaken
             code = machine.proc.returncode
             reason = f"QEMU exited with status {code} before SSH came up"

@@ -53,6 +53,12 @@ def main() -> None:
     mode = os.environ.get("FAKE_QEMU_MODE", "ssh")
     out = open(console, "w", buffering=1)  # noqa: SIM115
     threading.Thread(target=serve_qmp, args=(qmp,), daemon=True).start()
+    flag = os.environ.get("FAKE_QEMU_FLAG", "")
+    if mode == "port-taken-once" and flag and not os.path.exists(flag):
+        open(flag, "w").close()
+        print(f"qemu: Could not set up host forwarding rule 'tcp:127.0.0.1:{port}-:22'",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(1)
     if mode == "exit":
         print("qemu-system-x86_64: -drive file=x: Could not open 'x'", file=sys.stderr)
         sys.exit(1)

@@ -294,3 +294,10 @@ def test_missing_base_image_is_reported(fake_boot, tmp_path: Path) -> None:  # t
     (tmp_path / "base.qcow2").unlink()
     with pytest.raises(InfraError, match="cannot create the boot overlay"):
         fake_boot("ssh")
+
+
+def test_a_taken_port_is_retried_with_another(fake_boot, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("FAKE_QEMU_FLAG", str(tmp_path / "failed-once"))
+    with fake_boot("port-taken-once") as m:
+        assert m.alive()
+    assert (tmp_path / "failed-once").exists()
