@@ -76,16 +76,14 @@ def test_selftests_static_x86_64(mainline: build.KernelBuild) -> None:
 
 
 def test_second_build_compiles_nothing(mainline: build.KernelBuild, lab: config.LabConfig) -> None:
-    start = time.monotonic()
+    # How long this takes is bench/rebuild.py's business; here: nothing is compiled.
     again = build.build_kernel(lab, "mainline", "lab")
-    elapsed = time.monotonic() - start
     assert again.build_dir == mainline.build_dir
     cc = json.loads(again.manifest.read_text())["ccache"]
     # No compiler run: nothing missed the cache (hits, if any, are Makefile probes like
     # cc-option answered from the cache), and the make log names no compiled object.
     assert cc["misses"] == 0, cc
     assert not [ln for ln in again.log.read_text().splitlines() if ln.startswith("  CC ")]
-    assert elapsed < 30, elapsed
 
 
 def test_touching_guest_memfd_rebuilds_only_it(
