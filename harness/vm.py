@@ -625,3 +625,5 @@ def stop_detached(state: dict[str, object]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     state_file().unlink(missing_ok=True)
+    # The overlay only held that boot's guest writes; console.log etc. stay.
+    (Path(str(state["run_dir"])) / "disk.qcow2").unlink(missing_ok=True)

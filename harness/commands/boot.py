@@ -93,6 +93,17 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         say("left running; reach it with `lab ssh` (or below), end it with `lab stop`:")
         say("  " + shlex.join(machine.ssh_command()))
         return 0
+    try:
+        return _use(machine, cmd, args, lab, started)
+    finally:
+        machine.stop()
+        # The overlay only held this boot's guest writes; console.log etc. stay.
+        (machine.run_dir / "disk.qcow2").unlink(missing_ok=True)
+
+
+def _use(
+    machine: vm.Machine, cmd: list[str], args: argparse.Namespace, lab: LabConfig, started: float
+) -> int:
     with machine:
         ep = session.endpoint(
             machine.ssh_host, machine.ssh_port, machine.user, machine.client_key,
