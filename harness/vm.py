@@ -16,9 +16,11 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -222,6 +224,7 @@ class Machine:
         ssh_port: int,
         accel: accel_mod.Accel,
         qemu_argv: list[str],
+        qmp_socket: Path | None = None,
     ) -> None:
         self.proc = proc
         self.image = image
@@ -231,7 +234,7 @@ class Machine:
         self.user = image.user
         self.console_log = run_dir / "console.log"
         self.qemu_log = run_dir / "qemu.log"
-        self.qmp_socket = run_dir / "qmp.sock"
+        self.qmp_socket = qmp_socket or run_dir / "qmp.sock"
         self.accel = accel.name
         self.accel_reason = accel.reason
         self.cpu_model = accel.cpu_model
@@ -278,6 +281,8 @@ class Machine:
             if self.alive() and qmp.quit_vm(self.qmp_socket):
                 self.wait_exit(STOP_GRACE_S)
             _kill_group(self.proc)
+            if self.qmp_socket.parent != self.run_dir:  # a short-path stand-in: ours
+                shutil.rmtree(self.qmp_socket.parent, ignore_errors=True)
         return self.proc.returncode
 
     def learn_nested(self, wait_s: float, ssh_fallback: bool = True) -> Nested:
@@ -426,7 +431,7 @@ def _start(
 ) -> Machine:
     console = run_dir / "console.log"
     console.unlink(missing_ok=True)
-    qmp_socket = run_dir / "qmp.sock"
+    qmp_socket = qmp_socket_path(run_dir)
     qmp_socket.unlink(missing_ok=True)
     port = free_port()
     argv = qemu_argv(
@@ -452,8 +457,27 @@ def _start(
             preexec_fn=_die_with_parent if tether else None,
         )
     return Machine(
-        proc=proc, image=image, run_dir=run_dir, ssh_port=port, accel=chosen, qemu_argv=argv
+        proc=proc,
+        image=image,
+        run_dir=run_dir,
+        ssh_port=port,
+        accel=chosen,
+        qemu_argv=argv,
+        qmp_socket=qmp_socket,
     )
+
+
+# sockaddr_un.sun_path holds 108 bytes; QEMU refuses longer socket paths.
+UNIX_PATH_MAX = 107
+
+
+def qmp_socket_path(run_dir: Path) -> Path:
+    """run_dir/qmp.sock, or, when that path is too long for a unix socket, a socket in
+    a fresh short folder under /tmp (removed when the machine stops)."""
+    path = run_dir / "qmp.sock"
+    if len(os.fsencode(path)) <= UNIX_PATH_MAX:
+        return path
+    return Path(tempfile.mkdtemp(prefix="gmemlab-qmp-", dir="/tmp")) / "qmp.sock"
 
 
 def _die_with_parent() -> None:

@@ -301,3 +301,32 @@ def test_a_taken_port_is_retried_with_another(fake_boot, tmp_path: Path, monkeyp
     with fake_boot("port-taken-once") as m:
         assert m.alive()
     assert (tmp_path / "failed-once").exists()
+
+
+def test_qmp_socket_stays_in_the_run_dir_when_short(tmp_path: Path) -> None:
+    assert vm.qmp_socket_path(tmp_path) == tmp_path / "qmp.sock"
+
+
+def test_qmp_socket_moves_to_a_short_path_when_the_run_dir_is_deep(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    path = vm.qmp_socket_path(deep)
+    assert len(str(path)) <= vm.UNIX_PATH_MAX
+    assert path.parent.name.startswith("gmemlab-qmp-")
+    path.parent.rmdir()
+
+
+def test_deep_run_dir_boots_and_cleans_its_socket_folder(  # type: ignore[no-untyped-def]
+    fake_boot, tmp_path: Path, monkeypatch
+) -> None:
+    real_boot = vm.boot
+    deep = tmp_path / ("r" * 70) / ("s" * 50)
+
+    def boot_deep(lab, bzimage, img, run_dir, **kw):  # type: ignore[no-untyped-def]
+        return real_boot(lab, bzimage, img, deep, **kw)
+
+    monkeypatch.setattr(vm, "boot", boot_deep)
+    with fake_boot("ssh") as m:
+        assert m.qmp_socket.parent != deep
+        socket_dir = m.qmp_socket.parent
+    assert m.proc.returncode == 0  # QMP quit through the short path worked
+    assert not socket_dir.exists()
