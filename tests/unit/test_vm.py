@@ -321,7 +321,7 @@ def test_deep_run_dir_boots_and_cleans_its_socket_folder(  # type: ignore[no-unt
     real_boot = vm.boot
     deep = tmp_path / ("r" * 70) / ("s" * 50)
 
-    def boot_deep(lab, bzimage, img, run_dir, **kw):  # type: ignore[no-untyped-def]
+    def boot_deep(lab, bzimage, img, run_dir, **kw):
         return real_boot(lab, bzimage, img, deep, **kw)
 
     monkeypatch.setattr(vm, "boot", boot_deep)
