@@ -11,7 +11,7 @@ CONFIG ?=
 SUITES ?=
 MATRIX ?= nightly
 LAB_ARGS := $(if $(KERNEL),--kernel $(KERNEL)) $(if $(CONFIG),--config $(CONFIG))
-DEPS_STAMP := $(VENV)/.deps-installed
+DEPS_STAMP := .deps-installed
 
 .PHONY: help venv deps lab-test check lint unit guest-host integration build image boot nightly bench clean
 
@@ -20,7 +20,7 @@ help:
 	@echo "make check                                     lint + unit + guest suite on this host + integration"
 	@echo "make build | image | boot | nightly | bench | deps | venv"
 
-$(VENV)/.stamp: pyproject.toml
+$(VENV)/.stamp: pyproject.toml | $(DEPS_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -29,8 +29,8 @@ $(VENV)/.stamp: pyproject.toml
 venv: $(VENV)/.stamp
 
 # The Debian packages (QEMU 10.0 from backports, build tools, mmdebstrap); uses sudo
-# when not root. Re-runs when ci/deps.sh changes.
-$(DEPS_STAMP): ci/deps.sh | $(VENV)/.stamp
+# when not root. Re-runs when ci/deps.sh changes; the venv needs python3-venv from it.
+$(DEPS_STAMP): ci/deps.sh
 	bash ci/deps.sh
 	touch $@
 
@@ -81,4 +81,4 @@ bench: $(DEPS_STAMP) venv
 	$(BIN)/python bench/boot.py
 
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) results $(DEPS_STAMP)
