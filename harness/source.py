@@ -116,9 +116,9 @@ def _git(*args: str, cwd: Path | None = None, timeout: float | None = None) -> s
 
 def _offline_hint(url: str) -> str:
     return (
-        f"check the network path to {url}; offline, build Debian's baseline instead "
-        "with `lab build --kernel mainline` (make build KERNEL=mainline) or pass a local "
-        "tree with `lab build --kernel /path/to/linux`"
+        f"check the network path to {url}; offline, use Debian's baseline with "
+        "`--kernel mainline` (lab build/run; make lab-test KERNEL=mainline) or a local "
+        "tree with `--kernel /path/to/linux`"
     )
 
 
