@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -379,11 +378,6 @@ def artifact(path: Path, root: Path) -> dict[str, object]:
     }
 
 
-def compiler_version() -> str:
-    done = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=False)
-    return done.stdout.splitlines()[0] if done.stdout else "unknown"
-
-
 def manifest_data(
     b: KernelBuild,
     tree: SourceTree,
@@ -420,7 +414,7 @@ def manifest_data(
         "driver": b.driver,
         "durations_s": b.durations,
         "ccache": ccache.summary(*stats),
-        "compiler": compiler_version(),
+        "compiler": kconfig.compiler_id(),
         "make_log": str(b.log),
         "reproduce": reproduce_record(b.kernel, b.config_name, make),
     }

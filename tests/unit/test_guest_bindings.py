@@ -6,27 +6,16 @@ suite's ioctls fail with ENOTTY and silently turn tests into skips.
 """
 
 import ctypes
-import importlib
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-GUEST_DIR = Path(__file__).resolve().parents[1] / "guest"
+from tests.unit import guestmods
 
-
-def _load(name: str) -> ModuleType:
-    if str(GUEST_DIR) not in sys.path:
-        sys.path.insert(0, str(GUEST_DIR))
-    return importlib.import_module(name)
-
-
-uapi = _load("kvm.uapi")
-ioc = _load("kvm.ioc")
-guest = _load("kvm.guest")
-probe = _load("kvm.probe")
+uapi = guestmods.load("kvm.uapi")
+ioc = guestmods.load("kvm.ioc")
+guest = guestmods.load("kvm.guest")
+probe = guestmods.load("kvm.probe")
 
 # Values from SERIES.md §1.1/§9 and the 7.3 uapi headers (x86_64).
 EXPECTED_IOCTLS = {
@@ -172,7 +161,7 @@ def test_probe_json_round_trip() -> None:
 
 
 def test_probe_without_kvm(monkeypatch: pytest.MonkeyPatch) -> None:
-    api = _load("kvm.api")
+    api = guestmods.load("kvm.api")
     monkeypatch.setattr(api, "DEV_KVM", "/nonexistent/kvm")
     feats = probe.probe(run_vcpus=False)
     assert not feats.kvm and "/nonexistent/kvm" in feats.kvm_error

@@ -1,26 +1,16 @@
 """The guest suite's fork-based SIGBUS checks, exercised without KVM."""
 
-import importlib
 import os
 import signal
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-GUEST_DIR = Path(__file__).resolve().parents[1] / "guest"
+from tests.unit import guestmods
 
-
-def _load(name: str) -> ModuleType:
-    if str(GUEST_DIR) not in sys.path:
-        sys.path.insert(0, str(GUEST_DIR))
-    return importlib.import_module(name)
-
-
-child = _load("kvm.child")
-libc = _load("kvm.libc")
+child = guestmods.load("kvm.child")
+libc = guestmods.load("kvm.libc")
 
 
 def _die_by_sigbus() -> None:
