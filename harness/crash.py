@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from harness import printk
+
 # (kind, pattern). Order matters: the more specific kinds come before the general ones.
 PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (kind, re.compile(rx))
@@ -41,7 +43,6 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 FATAL_KINDS = frozenset({"panic", "oops", "bug", "gpf"})
 
 # printk's "[   12.345678] " prefix, and the carriage returns a serial console adds.
-_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Crash:
 
 
 def strip_timestamp(line: str) -> str:
-    return _TIMESTAMP.sub("", line.strip())
+    return printk.strip_timestamp(line.strip())
 
 
 def classify(line: str) -> str | None:

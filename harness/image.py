@@ -11,8 +11,6 @@ works as root and unprivileged (unshare mode), with no loop mounts.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -20,11 +18,11 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import keys
+from harness.cachelock import locked
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
 from harness.paths import cache_dir
@@ -110,17 +108,6 @@ def recipe_hash(lab: LabConfig, lab_keys: keys.LabKeys) -> str:
     return digest.hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One builder per image at a time (matrix cells may ask concurrently)."""
-    with path.open("w") as fd:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-
 def _image_from(folder: Path, digest: str, lab_keys: keys.LabKeys, seconds: float) -> Image:
     return Image(
         base_qcow2=folder / BASE_NAME,
@@ -143,7 +130,7 @@ def ensure_image(lab: LabConfig) -> Image:
     digest = recipe_hash(lab, lk)
     images = cache_dir("images")
     final = images / digest
-    with _locked(images / f"{digest}.lock"):
+    with locked(images / f"{digest}.lock", f"image {digest}"):
         if (final / BASE_NAME).is_file() and (final / "image.json").is_file():
             return _image_from(final, digest, lk, 0.0)
         seconds = _build(lab, lk, digest, final)

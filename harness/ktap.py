@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from harness import printk
 from harness.results import Outcome
 
-_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
 _VERSION = re.compile(r"^(?:K?TAP) version (\d+)$")
 _PLAN = re.compile(r"^1\.\.(\d+)(?:\s*#\s*(.*))?$")
 _RESULT = re.compile(
@@ -102,7 +102,7 @@ class _Level:
 
 
 def _strip(raw: str) -> str:
-    return _TIMESTAMP.sub("", raw.rstrip("\r\n")).rstrip()
+    return printk.strip_timestamp(raw.rstrip("\r\n")).rstrip()
 
 
 def _finish(level: _Level, ended: bool) -> None:

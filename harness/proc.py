@@ -7,6 +7,7 @@ the latest interesting output line, so a person sees progress without the noise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -148,12 +149,11 @@ def run_logged(
                 if interesting(line):
                     status.update(line)
                 if timeout is not None and time.monotonic() - start > timeout:
-                    _kill_group(proc)
+                    kill_group(proc)
                     raise InfraError(f"{label}: timed out after {timeout:.0f}s", f"see {log}")
             returncode = proc.wait()
         except BaseException:
-            _kill_group(proc)
-            proc.wait()
+            kill_group(proc)
             raise
         finally:
             ticker_stop.set()
@@ -167,13 +167,16 @@ def run_logged(
     return Finished(args, returncode, seconds, log)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the command and everything it started (its own session, see Popen above):
-    killing only a top-level make leaves its sub-makes compiling on, unlocked."""
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a command started in its own session and everything it started, then reap
+    it: killing only a top-level make leaves its sub-makes compiling on, unlocked, and
+    QEMU's helpers must not outlive it."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    proc.wait()
 
 
 def tail(path: Path, lines: int) -> str:

@@ -9,7 +9,6 @@ on disk, with the run marked incomplete (tuxmake's habit of always saving metada
 from __future__ import annotations
 
 import contextlib
-import re
 import shlex
 import subprocess
 import sys
@@ -19,14 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from harness import crash, junit, report, suites
+from harness import crash, junit, printk, report, suites
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import InfraError, LabError, UserError
 from harness.paths import REPO_ROOT
 from harness.remote import Endpoint, Remote
 from harness.results import EXIT_USER, Outcome, Recorder, TestResult
-
-_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]")
 
 
 class Interrupted(Exception):
@@ -87,22 +84,17 @@ class Progress:
 # --- dmesg -----------------------------------------------------------------------------
 
 
-def _stamp(line: str) -> float | None:
-    m = _STAMP.match(line)
-    return float(m.group(1)) if m else None
-
-
 def new_dmesg_lines(before: str, after: str) -> list[str]:
     """Lines in `after` printed since `before` was taken (printk timestamps, else diff)."""
     old = before.splitlines()
-    stamps = [s for s in (_stamp(x) for x in old) if s is not None]
+    stamps = [s for s in (printk.timestamp(x) for x in old) if s is not None]
     seen = set(old)
     if not stamps:
         return [x for x in after.splitlines() if x not in seen]
     last = max(stamps)
     fresh = []
     for line in after.splitlines():
-        st = _stamp(line)
+        st = printk.timestamp(line)
         if (st is not None and st > last) or (st is None and line not in seen):
             fresh.append(line)
     return fresh

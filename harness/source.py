@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import names
 from harness.cachelock import locked
 from harness.config import DebSource, GitSource, LabConfig
 from harness.errors import InfraError, UserError
@@ -76,7 +77,7 @@ def prepare_source(lab: LabConfig, kernel: str) -> SourceTree:
         )
     if spec.git is not None or spec.deb is not None:
         # One fetch/unpack per kernel at a time (`lab run` and `lab build` may overlap).
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", kernel)
+        safe = names.slug(kernel)
         with locked(cache_dir("sources") / f"{safe}.lock", f"source {kernel}"):
             if spec.git is not None:
                 return from_git(kernel, spec.git)
@@ -124,9 +125,9 @@ def _offline_hint(url: str) -> str:
 
 def mirror_dir(url: str) -> Path:
     """One bare mirror per URL, named so a person can tell which is which."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://")[-1]).strip("_")[-60:]
-    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    return cache_dir("git") / f"{slug}-{digest}.git"
+    return (
+        cache_dir("git") / f"{names.hashed_slug(url.split('://')[-1], max_len=60, digits=12)}.git"
+    )
 
 
 def _probe_remote(url: str, ref: str) -> None:
@@ -336,7 +337,7 @@ def from_deb(name: str, spec: DebSource) -> SourceTree:
         found = sorted(downloads.glob(f"{spec.package}_*.deb"))
         raise InfraError(f"apt-get download left no {deb.name} (found {found})", f"see {log}")
     # Versions hold "~" and "+": keep them out of the path make and the compiler see.
-    folder = re.sub(r"[^A-Za-z0-9._-]", "_", f"{spec.package}_{version}")
+    folder = names.slug(f"{spec.package}_{version}", max_len=120)
     tree = _unpack_deb(deb, cache_dir("sources", "deb", "trees") / folder)
     _check_kernel_tree(tree, f"{spec.package} {version}")
     return SourceTree(

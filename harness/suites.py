@@ -24,6 +24,7 @@ from typing import Protocol
 from harness import junit, ktap
 from harness.config import SuiteSpec
 from harness.errors import InfraError
+from harness.names import slug
 from harness.remote import Ran, Remote
 from harness.results import Outcome, Recorder, TestResult
 
@@ -80,10 +81,6 @@ def _tail(text: str, lines: int = _EXCERPT_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 class _Suite:
     """Shared bookkeeping: record as we go, stop on a lost VM."""
 
@@ -133,7 +130,7 @@ class _Suite:
 
 def _pytest(s: _Suite) -> None:
     path = s.spec.path or "tests/guest"
-    out = f"{OUTPUT}/{_safe(s.name)}"
+    out = f"{OUTPUT}/{slug(s.name)}"
     xml = f"{out}/junit.xml"
     log = s.dir / "pytest.log"
     argv = [
@@ -286,7 +283,7 @@ def _kselftest(s: _Suite) -> None:
             s.add(name, Outcome.MISSING, "the build stage did not report this selftest")
             continue
         rel = PurePosixPath(name)
-        log = s.dir / f"{_safe(name)}.log"
+        log = s.dir / f"{slug(name)}.log"
         cwd = f"{PAYLOAD}/{SELFTESTS}/{rel.parent}".rstrip("/.")
         ran = s.exec([f"./{rel.name}"], s.spec.timeout_s, log, cwd)
         if ran.lost:

@@ -33,7 +33,7 @@ from harness.config import LabConfig, VmSpec
 from harness.errors import InfraError
 from harness.image import Image
 from harness.paths import cache_dir
-from harness.proc import require_tools, tail
+from harness.proc import kill_group, require_tools, tail
 
 # paramiko logs every failed connection attempt with a traceback while sshd starts;
 # the lab reports connection failures itself.
@@ -280,7 +280,7 @@ class Machine:
             self._stopped = True
             if self.alive() and qmp.quit_vm(self.qmp_socket):
                 self.wait_exit(STOP_GRACE_S)
-            _kill_group(self.proc)
+            kill_group(self.proc)
             if self.qmp_socket.parent != self.run_dir:  # a short-path stand-in: ours
                 shutil.rmtree(self.qmp_socket.parent, ignore_errors=True)
         return self.proc.returncode
@@ -344,13 +344,6 @@ class Machine:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    # QEMU runs in its own session (start_new_session), so its group is only QEMU's.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 # --- booting ------------------------------------------------------------------------
