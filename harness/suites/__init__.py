@@ -9,7 +9,8 @@ One module per kind; KINDS maps lab.yaml's `kind:` to its run function:
                      own result
     command.py       command: an argv (test-only suites: a deliberate failure, a sleep)
 and beside them base.py (guest paths, Context, SuiteRun, the per-suite runner they
-share) and payload.py (what is pushed to the guest).
+share), payload.py (what is pushed to the guest) and dmesg.py (the dmesg bracket the
+runner puts around each suite).
 
 Every result goes to the Recorder the moment it is known. A suite that loses the VM
 stops at once and says so (SuiteRun.lost); the runner decides what happens next.
