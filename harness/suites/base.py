@@ -99,6 +99,17 @@ class Suite:
         self.run.results.append(result)
         self.ctx.recorder.add(result)
 
+    def add_ended(self, test: str, outcome: Outcome, reason: str, ran: Ran, log: str) -> None:
+        """A verdict from how the command ended: its time and the tail of all it printed."""
+        excerpt = tail(ran.stdout + ran.stderr)
+        self.add(test, outcome, reason, seconds=ran.seconds, excerpt=excerpt, log=log)
+
+    def add_timeout(self, test: str, reason: str, ran: Ran, log: str) -> None:
+        """The command outlived its timeout: what it printed until then is the excerpt."""
+        self.add(
+            test, Outcome.TIMEOUT, reason, seconds=ran.seconds, excerpt=tail(ran.stdout), log=log
+        )
+
     def exec(self, argv: list[str], timeout_s: float, log: Path, cwd: str) -> Ran:
         ran = self.ctx.remote.run(argv, timeout_s=timeout_s, cwd=cwd, log=log)
         self.run.exec_seconds += ran.seconds

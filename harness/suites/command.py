@@ -7,7 +7,7 @@ import shlex
 
 from harness.errors import InfraError
 from harness.results import Outcome
-from harness.suites.base import KSFT_SKIP, PAYLOAD, Suite, skip_reason, tail
+from harness.suites.base import KSFT_SKIP, PAYLOAD, Suite, skip_reason
 
 
 def run(s: Suite) -> None:
@@ -20,24 +20,10 @@ def run(s: Suite) -> None:
     if ran.lost:
         s.lost(name, ran, log, [])
     elif ran.timed_out:
-        s.add(
-            name,
-            Outcome.TIMEOUT,
-            f"still running after {s.spec.timeout_s} s",
-            seconds=ran.seconds,
-            excerpt=tail(ran.stdout),
-            log=rel,
-        )
+        s.add_timeout(name, f"still running after {s.spec.timeout_s} s", ran, rel)
     elif ran.exit_code == 0:
         s.add(name, Outcome.PASS, seconds=ran.seconds, log=rel)
     elif ran.exit_code == KSFT_SKIP:
         s.add(name, Outcome.SKIP, skip_reason(ran.stdout), seconds=ran.seconds, log=rel)
     else:
-        s.add(
-            name,
-            Outcome.FAIL,
-            f"exit status {ran.exit_code}",
-            seconds=ran.seconds,
-            excerpt=tail(ran.stdout + ran.stderr),
-            log=rel,
-        )
+        s.add_ended(name, Outcome.FAIL, f"exit status {ran.exit_code}", ran, rel)

@@ -54,22 +54,10 @@ def run(s: Suite) -> None:
             s.ctx.recorder.environment(**probed)
             s.run.note = "the guest suite's feature probe is under Environment"
     if ran.timed_out:
-        s.add(
-            path,
-            Outcome.TIMEOUT,
-            f"pytest did not finish within {s.spec.timeout_s} s",
-            seconds=ran.seconds,
-            excerpt=tail(ran.stdout),
-            log=rel,
-        )
+        s.add_timeout(path, f"pytest did not finish within {s.spec.timeout_s} s", ran, rel)
     elif text is None:
-        s.add(
-            path,
-            Outcome.MISSING,
-            f"pytest wrote no JUnit file (exit {ran.exit_code})",
-            seconds=ran.seconds,
-            excerpt=tail(ran.stdout + ran.stderr),
-            log=rel,
+        s.add_ended(
+            path, Outcome.MISSING, f"pytest wrote no JUnit file (exit {ran.exit_code})", ran, rel
         )
     elif ran.exit_code not in (0, 1):
         # 2 interrupted, 3 internal error, 4 usage error, 5 nothing collected.
