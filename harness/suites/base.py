@@ -6,14 +6,14 @@ one classified result plus a "missing" row for every test that never ran.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from harness import ktap
 from harness.config import SuiteSpec
-from harness.remote import Ran, Remote
+from harness.remote import Ran
 from harness.results import Outcome, Recorder, TestResult
 
 # Where things live in the guest (the VM's disk is a throwaway overlay).
@@ -27,14 +27,34 @@ KSFT_SKIP = 4
 EXCERPT_LINES = 40
 
 
+class RemoteRunner(Protocol):
+    """What the suites need from the remote layer: harness.remote.Remote, or the unit
+    tests' FakeRemote (a Protocol, so mypy checks the fake against the real signature)."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float,
+        cwd: str | None = None,
+        log: Path | None = None,
+    ) -> Ran: ...
+
+    def read_text(self, path: str) -> str | None: ...
+
+
 class Selftests(Protocol):
-    """What the suites need from the build stage's KernelBuild."""
+    """What the suites need from the build stage's KernelBuild (or the tests' FakeBuild)."""
 
     @property
     def selftests_dir(self) -> Path: ...
 
     @property
     def selftests(self) -> Mapping[str, str]: ...
+
+    # The tree's conversions driver script, relative to selftests_dir, if it has one.
+    @property
+    def driver(self) -> str | None: ...
 
 
 @dataclass
@@ -55,7 +75,7 @@ LostClassifier = Callable[[], tuple[Outcome, str, str]]
 
 @dataclass
 class Context:
-    remote: Remote
+    remote: RemoteRunner
     recorder: Recorder
     build: Selftests | None
     repo_root: Path

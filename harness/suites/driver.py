@@ -133,9 +133,8 @@ def find_driver(build: Selftests | None) -> str | None:
     if build is None:
         return None
     # The build stage names the tree's driver when it found one; else look ourselves.
-    named = getattr(build, "driver", None)
-    if isinstance(named, str) and (build.selftests_dir / named).is_file():
-        return named
+    if build.driver is not None and (build.selftests_dir / build.driver).is_file():
+        return build.driver
     for name in DRIVER_NAMES:
         if (build.selftests_dir / name).is_file():
             return name

@@ -8,7 +8,7 @@ from pathlib import Path
 from harness import suites
 from harness.remote import Ran
 from harness.results import Outcome, Recorder, TestResult
-from tests.unit.fakes import FakeRemote
+from tests.unit.fakes import FakeBuild, FakeRemote
 
 
 def ran(code: int | None, timed_out: bool = False) -> Ran:
@@ -19,10 +19,10 @@ def rows(results: list[TestResult]) -> list[tuple[str, str, str]]:
     return [(r.name, r.outcome.value, r.reason) for r in results]
 
 
-def context(tmp_path: Path, remote: FakeRemote, build: object) -> suites.Context:
+def context(tmp_path: Path, remote: FakeRemote, build: FakeBuild | None) -> suites.Context:
     rec = Recorder(tmp_path / "results", "cell", run_id="r")
 
     def on_lost() -> tuple[Outcome, str, str]:
         return Outcome.ERROR, "the VM went away", "console tail"
 
-    return suites.Context(remote, rec, build, tmp_path, on_lost)  # type: ignore[arg-type]
+    return suites.Context(remote, rec, build, tmp_path, on_lost)
