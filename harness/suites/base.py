@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from harness import ktap
@@ -25,6 +25,8 @@ SELFTESTS = "selftests"
 # kselftest's "skipped" exit status; the driver and command suites honour it too.
 KSFT_SKIP = 4
 EXCERPT_LINES = 40
+# The kselftest and driver kinds both need the build's manifest to know what was built.
+NO_MANIFEST = "no build manifest: selftests unknown (pass --manifest)"
 
 
 class RemoteRunner(Protocol):
@@ -80,6 +82,11 @@ class Context:
     build: Selftests | None
     repo_root: Path
     on_lost: LostClassifier
+
+
+def selftest_cwd(name: str) -> str:
+    """The guest folder a pushed selftest (or driver) runs in: the folder it is in."""
+    return f"{PAYLOAD}/{SELFTESTS}/{PurePosixPath(name).parent}".rstrip("/.")
 
 
 def tail(text: str, lines: int = EXCERPT_LINES) -> str:

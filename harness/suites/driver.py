@@ -13,10 +13,10 @@ from harness.results import Outcome, TestResult
 from harness.suites.base import (
     EXCERPT_LINES,
     KSFT_SKIP,
-    PAYLOAD,
-    SELFTESTS,
+    NO_MANIFEST,
     Selftests,
     Suite,
+    selftest_cwd,
     skip_reason,
     tail,
 )
@@ -145,7 +145,7 @@ def run(s: Suite) -> None:
     build = s.ctx.build
     driver = find_driver(build)
     if build is None:
-        s.add("driver", Outcome.MISSING, "no build manifest: selftests unknown (pass --manifest)")
+        s.add("driver", Outcome.MISSING, NO_MANIFEST)
         return
     if driver is None:
         s.add(
@@ -165,8 +165,7 @@ def run(s: Suite) -> None:
     rel = PurePosixPath(driver)
     interpreter = "python3" if rel.suffix == ".py" else "bash"
     log = s.dir / "driver.log"
-    cwd = f"{PAYLOAD}/{SELFTESTS}/{rel.parent}"
-    ran = s.exec([interpreter, f"./{rel.name}"], s.spec.timeout_s, log, cwd)
+    ran = s.exec([interpreter, f"./{rel.name}"], s.spec.timeout_s, log, selftest_cwd(driver))
     if ran.lost:
         s.lost(driver, ran, log, [])
         return

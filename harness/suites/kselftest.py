@@ -12,9 +12,9 @@ from harness.results import Outcome, TestResult
 from harness.suites.base import (
     EXCERPT_LINES,
     KSFT_SKIP,
-    PAYLOAD,
-    SELFTESTS,
+    NO_MANIFEST,
     Suite,
+    selftest_cwd,
     skip_reason,
     tail,
 )
@@ -75,7 +75,7 @@ def run(s: Suite) -> None:
     for i, name in enumerate(names):
         status = build.selftests.get(name) if build is not None else None
         if build is None:
-            s.add(name, Outcome.MISSING, "no build manifest: selftests unknown (pass --manifest)")
+            s.add(name, Outcome.MISSING, NO_MANIFEST)
             continue
         if status == "absent":
             s.add(name, Outcome.SKIP, "not in this kernel tree")
@@ -86,10 +86,8 @@ def run(s: Suite) -> None:
         if status != "built":
             s.add(name, Outcome.MISSING, "the build stage did not report this selftest")
             continue
-        rel = PurePosixPath(name)
         log = s.dir / f"{slug(name)}.log"
-        cwd = f"{PAYLOAD}/{SELFTESTS}/{rel.parent}".rstrip("/.")
-        ran = s.exec([f"./{rel.name}"], s.spec.timeout_s, log, cwd)
+        ran = s.exec([f"./{PurePosixPath(name).name}"], s.spec.timeout_s, log, selftest_cwd(name))
         if ran.lost:
             s.lost(name, ran, log, names[i + 1 :])
             return

@@ -8,6 +8,7 @@ from pathlib import Path
 from harness.config import SuiteSpec
 from harness.suites.base import SELFTESTS, Selftests
 from harness.suites.driver import DRIVER_BINARY, find_driver
+from harness.suites.pytest_suite import guest_path
 
 
 def payload(
@@ -17,7 +18,7 @@ def payload(
     items: dict[str, Path] = {}
     for spec in suites.values():
         if spec.kind == "pytest":
-            path = spec.path or "tests/guest"
+            path = guest_path(spec)
             items[path] = repo_root / path
         wanted: list[str] = []
         if spec.kind == "kselftest" and build is not None:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from harness import junit
+from harness.config import SuiteSpec
 from harness.names import slug
 from harness.results import Outcome
 from harness.suites.base import OUTPUT, PAYLOAD, Suite, tail
 
+# The guest suite's folder in this repository when lab.yaml names no path.
+DEFAULT_PATH = "tests/guest"
+
+
+def guest_path(spec: SuiteSpec) -> str:
+    """The folder pytest runs, relative to the repo here and to PAYLOAD in the guest."""
+    return spec.path or DEFAULT_PATH
+
 
 def run(s: Suite) -> None:
-    path = s.spec.path or "tests/guest"
+    path = guest_path(s.spec)
     out = f"{OUTPUT}/{slug(s.name)}"
     xml = f"{out}/junit.xml"
     log = s.dir / "pytest.log"
