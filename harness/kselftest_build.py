@@ -25,8 +25,10 @@ WANTED = (
     "x86/private_mem_kvm_exits_test",
     "pre_fault_memory_test",
 )
-# The series' driver for private_mem_conversions_test, when the tree ships one.
+# The series' driver for private_mem_conversions_test, when the tree ships one, and the
+# selftest binary it runs. The one definition: the conversions-driver suite imports them.
 DRIVERS = ("x86/private_mem_conversions_test.py", "x86/private_mem_conversions_test.sh")
+DRIVER_BINARY = "x86/private_mem_conversions_test"
 EM_X86_64 = 62
 PT_INTERP = 3
 

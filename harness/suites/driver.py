@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from harness.kselftest_build import DRIVER_BINARY, DRIVERS
 from harness.remote import Ran
 from harness.results import Outcome, TestResult
 from harness.suites.base import (
@@ -21,8 +22,6 @@ from harness.suites.base import (
     tail,
 )
 
-DRIVER_NAMES = ("x86/private_mem_conversions_test.py", "x86/private_mem_conversions_test.sh")
-DRIVER_BINARY = "x86/private_mem_conversions_test"
 # The v3 driver's matrix per backing source (SERIES.md §4.2): (memslots, vCPUs).
 DRIVER_MATRIX = ((1, 1), (1, 4), (4, 4))
 
@@ -135,7 +134,7 @@ def find_driver(build: Selftests | None) -> str | None:
     # The build stage names the tree's driver when it found one; else look ourselves.
     if build.driver is not None and (build.selftests_dir / build.driver).is_file():
         return build.driver
-    for name in DRIVER_NAMES:
+    for name in DRIVERS:
         if (build.selftests_dir / name).is_file():
             return name
     return None

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from harness.config import SuiteSpec
+from harness.kselftest_build import DRIVER_BINARY
 from harness.suites.base import SELFTESTS, Selftests
-from harness.suites.driver import DRIVER_BINARY, find_driver
+from harness.suites.driver import find_driver
 from harness.suites.pytest_suite import guest_path
 
 
