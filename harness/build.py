@@ -87,7 +87,7 @@ def build_kernel(lab: LabConfig, kernel: str, config_name: str) -> KernelBuild:
     build_dir = build_dir_for(kernel, tree, cfg.hash)
     lock = build_dir.with_name(build_dir.name + ".lock")
     with locked(lock, f"build folder {build_dir.name}"):
-        return _build_in(build_dir, kernel, config_name, tree, cfg, durations, env)
+        return _build_in(build_dir, kernel, config_name, tree, cfg, durations, env, lab)
 
 
 def _build_in(
@@ -98,6 +98,7 @@ def _build_in(
     cfg: kconfig.KernelConfig,
     durations: dict[str, float],
     env: dict[str, str],
+    lab: LabConfig,
 ) -> KernelBuild:
     obj = build_dir / "obj"
     obj.mkdir(parents=True, exist_ok=True)
@@ -139,7 +140,8 @@ def _build_in(
                 interesting=_kbuild_line,
             )
         with timed(durations, "selftests"):
-            st = selftests.build(tree.path, obj, build_dir / "selftests", log, env, jobs)
+            wanted = selftests.wanted(lab)
+            st = selftests.build(tree.path, obj, build_dir / "selftests", log, env, jobs, wanted)
     except LabError as exc:
         # Like tuxmake: a failed build still leaves a record of what was tried, so a
         # stale "ok" manifest never describes a folder whose artifacts are now mixed.

@@ -214,6 +214,23 @@ def git_commit(root: Path, message: str, *, init: bool = False) -> str:
     return git("rev-parse", "HEAD")
 
 
+# The suites of the repository's lab.yaml that decide what the build stage builds
+# (kselftest_build.wanted): tests the fake tree builds, fails to build and lacks.
+SUITES = {
+    "k": {
+        "kind": "kselftest",
+        "tests": [
+            "guest_memfd_test",
+            "guest_memfd_conversions_test",
+            "x86/private_mem_conversions_test",
+            "x86/private_mem_kvm_exits_test",
+            "pre_fault_memory_test",
+        ],
+    },
+    "d": {"kind": "conversions-driver"},
+}
+
+
 def write_lab(root: Path, kernels: Mapping[str, object], fragments: Mapping[str, str]) -> Path:
     """A lab.yaml at root with the given kernels and one config set per fragment."""
     import yaml
@@ -225,7 +242,7 @@ def write_lab(root: Path, kernels: Mapping[str, object], fragments: Mapping[str,
     data = {
         "kernels": dict(kernels),
         "configs": {n: {"base": "defconfig", "fragments": [f"{n}.config"]} for n in fragments},
-        "suites": {"k": {"kind": "kselftest", "tests": ["guest_memfd_test"]}},
+        "suites": SUITES,
         "defaults": {"kernel": first, "config": next(iter(fragments)), "suites": ["k"]},
     }
     path = root / "lab.yaml"
