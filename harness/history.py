@@ -262,7 +262,7 @@ def opened(path: Path) -> Iterator[Database]:
     """
     try:
         db = Database(path)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         raise InfraError(f"cannot open the run history {path}: {exc}", _REBUILD) from exc
     try:
         yield db
