@@ -212,12 +212,17 @@ class Database:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below), so
         # a writer takes the lock before reading what it will change.
         self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        # WAL cannot be switched on inside a transaction and is a no-op on filesystems
-        # that cannot do it (the mode stays "delete"), which is still correct, slower.
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._migrate()
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            # WAL cannot be switched on inside a transaction and is a no-op on
+            # filesystems that cannot do it (the mode stays "delete"): correct, slower.
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+        except BaseException:
+            # Not a database, or too new: nothing will use this connection.
+            self._conn.close()
+            raise
 
     def close(self) -> None:
         self._conn.close()
@@ -439,8 +444,10 @@ def import_dirs(db: Database, dirs: Iterable[Path]) -> ImportReport:
 
 # --- queries ------------------------------------------------------------------------
 
+# The runs columns a RunRow holds, named as its fields (the column is commit_sha because
+# COMMIT is an SQL keyword).
 _RUN_COLUMNS = (
-    "pk, key, run_id, folder, cell, kernel, config, commit_sha, describe, dirty, "
+    "pk, key, run_id, folder, cell, kernel, config, commit_sha AS [commit], describe, dirty, "
     "diff_sha256, mbox_sha256, config_hash, target, accelerator, qemu_version, started, "
     "ended, wall_s, verdict, exit_code, complete, identity"
 )
@@ -452,46 +459,25 @@ def _runs(
     sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    rows = db._conn.execute(sql, tuple(params)).fetchall()
+    cursor = db._conn.execute(sql, tuple(params))
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
     counts: dict[int, dict[str, int]] = {}
     if rows:
         marks = ", ".join("?" for _ in rows)
         for pk, outcome, n in db._conn.execute(
             f"SELECT run_pk, outcome, COUNT(*) FROM results WHERE run_pk IN ({marks}) "
             "GROUP BY run_pk, outcome",
-            [r[0] for r in rows],
+            [r["pk"] for r in rows],
         ):
             counts.setdefault(pk, {})[outcome] = n
-    return [_row(r, counts.get(r[0], {})) for r in rows]
-
-
-def _row(r: Sequence[Any], counts: dict[str, int]) -> RunRow:
-    return RunRow(
-        pk=r[0],
-        key=r[1],
-        run_id=r[2],
-        folder=r[3],
-        cell=r[4],
-        kernel=r[5],
-        config=r[6],
-        commit=r[7],
-        describe=r[8],
-        dirty=bool(r[9]),
-        diff_sha256=r[10],
-        mbox_sha256=r[11],
-        config_hash=r[12],
-        target=r[13],
-        accelerator=r[14],
-        qemu_version=r[15],
-        started=r[16],
-        ended=r[17],
-        wall_s=float(r[18]),
-        verdict=r[19],
-        exit_code=int(r[20]),
-        complete=bool(r[21]),
-        identity=r[22],
-        counts=counts,
-    )
+    return [
+        RunRow(
+            **{**r, "dirty": bool(r["dirty"]), "complete": bool(r["complete"])},
+            counts=counts.get(r["pk"], {}),
+        )
+        for r in rows
+    ]
 
 
 def _run_by_pk(db: Database, pk: int) -> RunRow:

@@ -232,3 +232,14 @@ def test_only_the_history_module_opens_the_database() -> None:
         if "sqlite3" in p.read_text()
     ]
     assert openers == ["history.py"]
+
+
+def test_two_writers_share_the_database(tmp_path: Path) -> None:
+    # Two `lab run`s finishing together: each records through its own connection.
+    one = make_run(tmp_path, "one", {("s", "t"): P}, started="2025-01-01T01:00:00")
+    two = make_run(tmp_path, "two", {("s", "t"): F}, started="2025-01-01T02:00:00")
+    path = tmp_path / history.DB_NAME
+    with history.opened(path) as first, history.opened(path) as second:
+        history.record_run(first, one)
+        history.record_run(second, two)
+        assert [r.run_id for r in history.last_runs(first)] == ["two", "one"]
