@@ -30,7 +30,8 @@ def test_new_database_is_at_the_latest_version_in_wal_mode(tmp_path: Path) -> No
 
 
 def test_upgrade_from_the_previous_version_backfills_identity(tmp_path: Path) -> None:
-    # A version-1 database written by hand: the v1 tables and one run, no identity.
+    # A version-1 database: released step 1 (never edited) and a run inserted by hand,
+    # so it has no identity column yet.
     path = tmp_path / history.DB_NAME
     conn = sqlite3.connect(path)
     history.MIGRATIONS[0](conn)
