@@ -17,7 +17,8 @@ from harness.results import SEVERITY, Outcome, RunRecord, TestResult
 _PROBLEMS = (Outcome.CRASH, Outcome.FAIL, Outcome.TIMEOUT, Outcome.ERROR, Outcome.MISSING)
 
 
-def _env(autoescape: bool) -> jinja2.Environment:
+def template_env(autoescape: bool) -> jinja2.Environment:
+    """The templates' environment, shared by every page the lab renders (compare too)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("harness", "templates"),
         autoescape=autoescape,
@@ -55,6 +56,6 @@ def render(record: RunRecord, run_dir: Path) -> tuple[Path, Path]:
     ctx = context(record)
     html = run_dir / "report.html"
     md = run_dir / "report.md"
-    html.write_text(_env(autoescape=True).get_template("report.html.j2").render(ctx))
-    md.write_text(_env(autoescape=False).get_template("report.md.j2").render(ctx))
+    html.write_text(template_env(autoescape=True).get_template("report.html.j2").render(ctx))
+    md.write_text(template_env(autoescape=False).get_template("report.md.j2").render(ctx))
     return html, md
