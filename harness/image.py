@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import keys
+from harness import aptsources, keys
 from harness.cachelock import locked
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
@@ -189,7 +189,8 @@ def mmdebstrap_argv(
         "--customize-hook=" + mkfs,
         lab.image.suite,
         "/dev/null",
-        lab.image.mirror,
+        # lab.yaml's mirror, else this machine's own (no archive host is named here).
+        lab.image.mirror or aptsources.host_mirror(),
     ]
 
 
@@ -215,8 +216,9 @@ def _build(lab: LabConfig, lab_keys: keys.LabKeys, digest: str, final: Path) -> 
         _stage_overlay(recipe, lab_keys, stage)
         mode = "root" if os.geteuid() == 0 else "unshare"
         env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+        argv = mmdebstrap_argv(lab, stage, raw, pkgs, mode)
         run_logged(
-            mmdebstrap_argv(lab, stage, raw, pkgs, mode),
+            argv,
             log=log,
             label=f"image {lab.image.recipe} ({lab.image.suite})",
             env=env,
@@ -235,7 +237,7 @@ def _build(lab: LabConfig, lab_keys: keys.LabKeys, digest: str, final: Path) -> 
             "recipe": lab.image.recipe,
             "recipe_hash": digest,
             "suite": lab.image.suite,
-            "mirror": lab.image.mirror,
+            "mirror": argv[-1],
             "size_mib": lab.image.size_mib,
             "packages": pkgs,
             "build_seconds": round(seconds, 1),
