@@ -124,7 +124,7 @@ def pick_mirror(entries: list[Entry], codename: str) -> str | None:
     """
     # Entries the lab's own mirror rule refuses (cdrom:, tor+http:, mirror+file:, odd
     # characters) are skipped rather than guessed at.
-    usable = [e for e in entries if MIRROR.match(e.uri.rstrip("/"))]
+    usable = [e for e in entries if MIRROR.fullmatch(e.uri.rstrip("/"))]
     for wanted in ((codename,) if codename else (), _ALIASES):
         for entry in usable:
             if any(s in wanted for s in entry.suites):

@@ -14,7 +14,7 @@ runs (README.md, "What the lab guarantees on hostile input").
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
@@ -48,78 +48,73 @@ class Model(BaseModel):
 # message states the expected form, which is the fix.
 
 
-def _safe_name(value: str) -> str:
-    """kernel, config, suite, host, matrix and recipe names: they become folder names."""
-    if not names.is_safe_name(value):
-        raise ValueError(
-            f"{value!r} is not a safe name: use 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (it becomes a folder name)"
-        )
-    return value
+def _rule(
+    pattern: re.Pattern[str], form: str, refuse: Callable[[str], bool] | None = None
+) -> AfterValidator:
+    """A validator: value must match pattern (and not be refused), else '... is not form'."""
+
+    def check(value: str) -> str:
+        # fullmatch: with match, "$" also matches before a trailing newline.
+        if not pattern.fullmatch(value) or (refuse is not None and refuse(value)):
+            raise ValueError(f"{value!r} is not {form}")
+        return value
+
+    return AfterValidator(check)
 
 
-SafeName = Annotated[str, AfterValidator(_safe_name)]
+# kernel, config, suite, host, matrix and recipe names: they become folder names.
+SafeName = Annotated[
+    str,
+    _rule(
+        names.SAFE_NAME,
+        "a safe name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
+        "digit (it becomes a folder name)",
+        refuse=lambda v: not names.is_safe_name(v),
+    ),
+]
 
-# One component of a relative path: no '.', no '..', no leading '-' (never an option
-# to pytest or make), no spaces or shell characters.
-_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
-
-
-def _relative_path(value: str) -> str:
-    """fragments, suites.*.path, kselftest names: a/b/c under a known folder."""
-    if not value or not all(_PATH_PART.match(part) for part in value.split("/")):
-        raise ValueError(
-            f"{value!r} is not a plain relative path: use parts of letters, digits, '.', "
-            "'_', '+' or '-' separated by '/' (no leading '/', no '..', no part starting "
-            "with '.' or '-')"
-        )
-    return value
-
-
-RelPath = Annotated[str, AfterValidator(_relative_path)]
+# fragments, suites.*.path, kselftest names: a/b/c under a known folder. No part is
+# '.', '..' or starts with '-' (never an option to pytest or make); no spaces or shell
+# characters.
+_PATH_PART = r"[A-Za-z0-9_][A-Za-z0-9._+-]*"
+RelPath = Annotated[
+    str,
+    _rule(
+        re.compile(rf"^{_PATH_PART}(?:/{_PATH_PART})*$"),
+        "a plain relative path: use parts of letters, digits, '.', '_', '+' or '-' "
+        "separated by '/' (no leading '/', no '..', no part starting with '.' or '-')",
+    ),
+]
 
 # Debian package and suite names (Debian policy's package-name rule): they go into a
 # sources.list line, a cache folder name and mmdebstrap's argv.
-_DEB_WORD = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
-
-
-def _deb_word(value: str) -> str:
-    if not _DEB_WORD.match(value) or ".." in value:
-        raise ValueError(
-            f"{value!r} is not a Debian package or suite name: lower-case letters, digits, "
-            "'.', '+' or '-', starting with a letter or digit (e.g. trixie-backports)"
-        )
-    return value
-
-
-DebWord = Annotated[str, AfterValidator(_deb_word)]
-
-
-def _mirror(value: str) -> str:
-    if not MIRROR.match(value):
-        raise ValueError(
-            f"{value!r} is not an allowed mirror URL: http://HOST[:PORT]/PATH, "
-            "https://HOST[:PORT]/PATH or file:///PATH, with no spaces, brackets or "
-            "user names"
-        )
-    return value
-
-
-Mirror = Annotated[str, AfterValidator(_mirror)]
-_ABS_PATH = re.compile(r"^(?:/[A-Za-z0-9_][A-Za-z0-9._+-]*)+/?$")
-
-
-def _absolute_path(value: str) -> str:
-    """An absolute path of plain parts (a keyring in [signed-by=], a remote workdir)."""
-    if not _ABS_PATH.match(value):
-        raise ValueError(
-            f"{value!r} is not a plain absolute path: '/' then parts of letters, digits, "
-            "'.', '_', '+' or '-' (no spaces, brackets or '..')"
-        )
-    return value
-
-
-AbsPath = Annotated[str, AfterValidator(_absolute_path)]
+DebWord = Annotated[
+    str,
+    _rule(
+        re.compile(r"^[a-z0-9][a-z0-9.+-]*$"),
+        "a Debian package or suite name: lower-case letters, digits, '.', '+' or '-', "
+        "starting with a letter or digit (e.g. trixie-backports)",
+        refuse=lambda v: ".." in v,
+    ),
+]
+Mirror = Annotated[
+    str,
+    _rule(
+        MIRROR,
+        "an allowed mirror URL: http://HOST[:PORT]/PATH, https://HOST[:PORT]/PATH or "
+        "file:///PATH, with no spaces, brackets or user names",
+    ),
+]
+# An absolute path of plain parts (a keyring inside [signed-by=], a remote workdir).
+_ABS_PATH = rf"(?:/{_PATH_PART})+/?"
+AbsPath = Annotated[
+    str,
+    _rule(
+        re.compile(rf"^{_ABS_PATH}$"),
+        "a plain absolute path: '/' then parts of letters, digits, '.', '_', '+' or '-' "
+        "(no spaces, brackets or '..')",
+    ),
+]
 
 # git: the schemes the lab fetches over (git's own GIT_ALLOW_PROTOCOL is set to the
 # same list in source.py, so a redirect or submodule cannot widen it).
@@ -175,69 +170,43 @@ def _git_url(value: str) -> str:
 
 
 GitUrl = Annotated[str, AfterValidator(_git_url)]
-_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")
-
-
-def _git_ref(value: str) -> str:
-    """A branch, tag or commit id: never an option, never a refspec (no ':')."""
-    if (
-        not _REF.match(value)
-        or ".." in value
-        or "//" in value
-        or value.endswith(("/", ".", ".lock"))
-    ):
-        raise ValueError(
-            f"{value!r} is not an allowed git ref: a branch, tag or commit id of letters, "
-            "digits, '.', '_', '+', '-' and '/', starting with a letter or digit "
-            "(no '..', ':', '~', '^' or spaces)"
-        )
-    return value
-
-
-GitRef = Annotated[str, AfterValidator(_git_ref)]
+# A branch, tag or commit id: never an option, never a refspec (no ':'), no revision
+# syntax (~, ^, ..).
+GitRef = Annotated[
+    str,
+    _rule(
+        re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$"),
+        "an allowed git ref: a branch, tag or commit id of letters, digits, '.', '_', '+', "
+        "'-' and '/', starting with a letter or digit (no '..', ':', '~', '^' or spaces)",
+        refuse=lambda v: ".." in v or "//" in v or v.endswith(("/", ".", ".lock")),
+    ),
+]
 # `make <base>`: a *config target, never a variable assignment (CC=...) or an option.
-_MAKE_CONFIG_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*config$")
-
-
-def _config_target(value: str) -> str:
-    if not _MAKE_CONFIG_TARGET.match(value):
-        raise ValueError(
-            f"{value!r} is not a kernel config target: a make target ending in 'config' "
-            "(defconfig, tinyconfig, x86_64_defconfig, ...)"
-        )
-    return value
-
-
-ConfigTarget = Annotated[str, AfterValidator(_config_target)]
+ConfigTarget = Annotated[
+    str,
+    _rule(
+        re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*config$"),
+        "a kernel config target: a make target ending in 'config' (defconfig, tinyconfig, "
+        "x86_64_defconfig, ...)",
+    ),
+]
 # ssh destination for a bare-metal host: an alias or user@host, never an ssh option.
-_SSH_DEST = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?[A-Za-z0-9](?:[A-Za-z0-9.-]*)$")
-
-
-def _ssh_dest(value: str) -> str:
-    if not _SSH_DEST.match(value):
-        raise ValueError(
-            f"{value!r} is not an SSH destination: an alias from your SSH config or "
-            "user@host (letters, digits, '.', '_', '-'; no options, no ports: put those "
-            "in ~/.ssh/config)"
-        )
-    return value
-
-
-SshDest = Annotated[str, AfterValidator(_ssh_dest)]
-
-
-def _program(value: str) -> str:
-    """vm.qemu: a command name found on PATH or an absolute path, never an option."""
-    ok = (value.startswith("/") and _ABS_PATH.match(value)) or _PATH_PART.match(value)
-    if not ok:
-        raise ValueError(
-            f"{value!r} is not a program: a command name on PATH (qemu-system-x86_64) or "
-            "an absolute path"
-        )
-    return value
-
-
-Program = Annotated[str, AfterValidator(_program)]
+SshDest = Annotated[
+    str,
+    _rule(
+        re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*$"),
+        "an SSH destination: an alias from your SSH config or user@host (letters, digits, "
+        "'.', '_', '-'; no options, no ports: put those in ~/.ssh/config)",
+    ),
+]
+# vm.qemu: a command name found on PATH or an absolute path, never an option.
+Program = Annotated[
+    str,
+    _rule(
+        re.compile(rf"^(?:{_ABS_PATH}|{_PATH_PART})$"),
+        "a program: a command name on PATH (qemu-system-x86_64) or an absolute path",
+    ),
+]
 
 
 def _argv_word(value: str) -> str:
@@ -496,7 +465,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
             out += " (the name)"
         elif isinstance(part, int):
             out += f"[{part}]"
-        elif names.is_safe_name(part):
+        elif names.SAFE_NAME.fullmatch(part) and ".." not in part:
             out += f".{part}" if out else part
         else:
             out += f"[{part!r}]"

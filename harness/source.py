@@ -307,7 +307,7 @@ def sources_line(spec: DebSource, mirror: str) -> str:
     none can hold a space or a bracket, so none can add a field or an [option]. Checked
     again here because the mirror may come from the host's apt sources instead.
     """
-    if not aptsources.MIRROR.match(mirror):
+    if not aptsources.MIRROR.fullmatch(mirror):
         raise UserError(
             f"mirror {mirror!r} is not a plain http(s):// or file:// URL",
             "set kernels.<name>.deb.mirror in lab.yaml to your Debian mirror's URL",

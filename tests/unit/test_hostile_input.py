@@ -4,7 +4,6 @@ a message naming the key path and the expected form, before anything runs."""
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import cli, source
+from harness import cli, config, source
 from harness.config import GitSource
 from harness.errors import UserError
 
@@ -98,6 +97,8 @@ VALUES = [
     ("kernels.mainline.deb.mirror", "http://m.example/debian trixie main", "deb.mirror"),
     ("kernels.mainline.deb.mirror", "http://m.example/d\ndeb http://evil/ x main", "deb.mirror"),
     ("kernels.mainline.deb.mirror", "ftp://m.example/debian", "deb.mirror"),
+    ("kernels.mainline.deb.mirror", "http://m.example/debian\n", "deb.mirror"),
+    ("kernels.mainline.deb.suite", "trixie\n", "kernels.mainline.deb.suite"),
     ("kernels.mainline.deb.keyring", "/k.gpg] [trusted=yes", "kernels.mainline.deb.keyring"),
     ("kernels.mainline.deb.keyring", "relative.gpg", "kernels.mainline.deb.keyring"),
     # image: mmdebstrap's positional words, the recipe folder
@@ -154,6 +155,7 @@ NAMES = [
     ("hosts", "tdx-1", "..;reboot"),
     ("matrix", "nightly", "../n"),
     ("kernels", "series", "x" * 65),
+    ("kernels", "series", "series\n"),  # re's "$" matches before a final newline
 ]
 
 
@@ -240,13 +242,10 @@ def test_ordinary_values_are_accepted(tmp_path: Path) -> None:
     data["vm"] = {"qemu": "/opt/qemu-10/bin/qemu-system-x86_64"}
     path = lab_dir(tmp_path) / "lab.yaml"
     path.write_text(yaml.safe_dump(data))
-    from harness import config
-
     lab = config.load(path)
     assert lab.kernels["series"].git is not None
 
 
-@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
 @pytest.mark.parametrize("where", ["fragment", "recipe", "suite-path"])
 def test_symlinks_out_of_the_repository_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str

@@ -186,14 +186,20 @@ def test_missing_keyring_is_user_error() -> None:
         source.from_deb("mainline", spec)
 
 
-def test_deb_mirror_defaults_to_the_hosts_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def no_mirror(tmp_path: Path) -> config.DebSource:
+    """A deb source that names no mirror, with a keyring that exists."""
     keyring = tmp_path / "archive.gpg"
     keyring.write_bytes(b"")
-    spec = config.DebSource(
+    return config.DebSource(
         package="linux-source-7.3", suite="trixie-backports", keyring=str(keyring)
     )
+
+
+def test_deb_mirror_defaults_to_the_hosts_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_mirror: config.DebSource
+) -> None:
+    spec = no_mirror
     monkeypatch.setattr(aptsources, "host_mirror", lambda: "http://local.example/debian")
 
     def stop(argv: list[object], **kwargs: object) -> None:
@@ -204,29 +210,30 @@ def test_deb_mirror_defaults_to_the_hosts_own(
         source.from_deb("mainline", spec)
     lists = sorted((tmp_path / "cache").rglob("sources.list"))
     assert [p.read_text() for p in lists] == [
-        f"deb [signed-by={keyring}] http://local.example/debian trixie-backports main\n"
+        f"deb [signed-by={spec.keyring}] http://local.example/debian trixie-backports main\n"
     ]
 
 
 def test_no_host_mirror_is_a_user_error_before_apt_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch, no_mirror: config.DebSource
 ) -> None:
-    keyring = tmp_path / "archive.gpg"
-    keyring.write_bytes(b"")
-    spec = config.DebSource(
-        package="linux-source-7.3", suite="trixie-backports", keyring=str(keyring)
-    )
 
     def none_found() -> str:
         raise UserError("no Debian mirror found", "set kernels.<name>.deb.mirror in lab.yaml")
 
     monkeypatch.setattr(aptsources, "host_mirror", none_found)
     with pytest.raises(UserError, match=r"deb\.mirror"):
-        source.from_deb("mainline", spec)
+        source.from_deb("mainline", no_mirror)
 
 
 @pytest.mark.parametrize(
-    "mirror", ["http://m.example/d trixie main", "[trusted=yes] http://m", "http://m/\ndeb x"]
+    "mirror",
+    [
+        "http://m.example/d trixie main",
+        "[trusted=yes] http://m",
+        "http://m/\ndeb x",
+        "http://m.example/debian\n",
+    ],
 )
 def test_sources_line_refuses_a_mirror_that_would_add_fields(mirror: str) -> None:
     spec = config.DebSource(package="p", suite="s", mirror="http://ok.example/debian")
