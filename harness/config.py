@@ -319,11 +319,7 @@ _KIND_TAKES: dict[str, set[str]] = {
     "conversions-driver": set(),
     "command": {"argv"},
 }
-_KIND_EXAMPLE = {
-    "tests": "tests: [guest_memfd_test]",
-    "argv": "argv: [uname, -a]",
-    "path": "path: tests/guest",
-}
+_KIND_EXAMPLE = {"tests": "tests: [guest_memfd_test]", "argv": "argv: [uname, -a]"}
 
 
 class SuiteSpec(Model):
@@ -435,11 +431,14 @@ class LabConfig(Model):
         for name, spec in self.suites.items():
             for key, problem in spec.kind_problems():
                 problems.append(f"suites.{name}.{key}: {problem}")
-            if spec.path is not None and not _inside(self.root, spec.path):
-                problems.append(
-                    f"suites.{name}.path: {spec.path!r} leads outside {self.root} (a "
-                    "symlink); use a folder inside the repository"
-                )
+            # The runner pushes it from the harness checkout (REPO_ROOT); a lab file
+            # elsewhere has its own root: inside both, whichever is used.
+            for root in dict.fromkeys((self.root, REPO_ROOT)):
+                if spec.path is not None and not _inside(root, spec.path):
+                    problems.append(
+                        f"suites.{name}.path: {spec.path!r} leads outside {root} (a "
+                        "symlink); use a folder inside the repository"
+                    )
         if not _inside(self.root / "images", self.image.recipe):
             problems.append(
                 f"image.recipe: {self.image.recipe!r} leads outside {self.root / 'images'} "
