@@ -10,8 +10,17 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 backports_list=/etc/apt/sources.list.d/gmemlab-backports.list
 if [ "$codename" = "bookworm" ] && ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    echo "deps: adding bookworm-backports (for QEMU 10.0) as $backports_list"
-    echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee "$backports_list" >/dev/null
+    # On the mirror this machine already uses for bookworm: no archive host is named
+    # here, and a machine behind a local mirror keeps using it.
+    if ! mirror=$(bash "$(dirname "$0")/apt-mirror.sh" bookworm); then
+        echo "deps: no apt source for bookworm found in /etc/apt/sources.list or" >&2
+        echo "      /etc/apt/sources.list.d/ (*.list, *.sources); add the backports line" >&2
+        echo "      yourself: echo 'deb <your Debian mirror> bookworm-backports main' |" >&2
+        echo "      sudo tee $backports_list, then rerun make deps" >&2
+        exit 1
+    fi
+    echo "deps: adding bookworm-backports (for QEMU 10.0) from $mirror as $backports_list"
+    echo "deb $mirror bookworm-backports main" | $SUDO tee "$backports_list" >/dev/null
 fi
 
 BUILD_PKGS=(build-essential flex bison bc libelf-dev libssl-dev ccache cpio kmod rsync

@@ -3,23 +3,52 @@
 Each subcommand lives in harness/commands/<name>.py with a `register(subparsers)`
 function that adds its parser and sets `func(args, lab) -> int`. Discovery keeps this
 file from growing with every command.
+
+Whatever goes wrong, the process ends with one line of what happened, the next step and
+an exit code from DESIGN.md (3 the input is wrong, 2 the infrastructure failed): never
+with a Python traceback, and never with 1, which means a test failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import pkgutil
 import sys
+import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from harness import commands, config
-from harness.errors import LabError
+from harness.errors import InfraError, LabError, UserError
+from harness.paths import cache_root
+
+INTERRUPTED_EXIT = 130
+# Set to 1 to let an unexpected exception end the process with its traceback.
+DEBUG_ENV = "LAB_DEBUG"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a bad argument mapped to exit 3 (the user's input is wrong).
+
+    argparse's own code is 2, which the lab uses for infrastructure errors; subparsers
+    are built from this class too (argparse uses the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(
+            UserError.exit_code,
+            f"{self.prog}: error: {message}\n  -> see `{self.prog} --help`\n",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lab",
         description="gmemlab: build, boot and test kernels for guest_memfd in-place conversion",
     )
@@ -31,6 +60,35 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(sub)
     return parser
+
+
+def _os_error(exc: OSError) -> InfraError:
+    """An OSError no stage turned into a LabError: disk full, permissions, a vanished file."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = f"{exc.strerror or exc}{where}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InfraError(f"disk full: {what}", "free space there (df -h), then run again")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InfraError(
+            f"not permitted: {what}",
+            "check the owner and mode of that path; LAB_CACHE=DIR moves the cache",
+        )
+    return InfraError(f"system error: {what}", "see the path named; then run again")
+
+
+def _save_traceback() -> str:
+    """Write the current exception's traceback to the cache; where it went (or stderr)."""
+    text = traceback.format_exc()
+    try:
+        folder = cache_root() / "errors"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+        path.write_text(text)
+        return str(path)
+    except OSError:
+        # Nowhere to keep it (a full disk, often the very failure): show it after all.
+        print(text, file=sys.stderr, end="")
+        return "above"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +103,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("lab: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
+    except OSError as exc:
+        err = _os_error(exc)
+        print(f"lab: {err.message}", file=sys.stderr)
+        return err.exit_code
+    except Exception as exc:
+        # A bug in the lab, not an expected failure: one line here, the traceback in a
+        # file, and exit 2 (the machinery failed), never 1 (which means a test failed).
+        if type(exc).__name__ == "Interrupted":
+            # runner.Interrupted (SIGTERM) outside the runner's own handling: as Ctrl-C.
+            # Matched by name so this file does not depend on the runner's layout.
+            print("lab: interrupted", file=sys.stderr)
+            return INTERRUPTED_EXIT
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        where = _save_traceback()
+        print(
+            f"lab: internal error: {type(exc).__name__}: {exc}\n"
+            f"  -> a bug in the lab; the traceback is in {where} (set {DEBUG_ENV}=1 to "
+            "print it); please report it",
+            file=sys.stderr,
+        )
+        return InfraError.exit_code
 
 
 if __name__ == "__main__":

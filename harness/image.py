@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import keys
+from harness import aptsources, keys
 from harness.cachelock import locked
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
@@ -34,6 +34,10 @@ BUILDER_VERSION = "1"
 SOURCE_DATE_EPOCH = "1767225600"  # 2026-01-01
 BASE_NAME = "base.qcow2"
 USER = "root"
+# The base image holds the guest's private host key (and root's authorized_keys): anyone
+# who can read it can impersonate the pinned guest, so it is the owner's alone, like the
+# key files themselves. (Never written to: every boot writes to its own overlay.)
+BASE_MODE = 0o600
 
 # Run inside the finished tree ("$1") by mmdebstrap: fixed text, nothing from lab.yaml.
 _FINISH_SCRIPT = r"""
@@ -132,9 +136,17 @@ def ensure_image(lab: LabConfig) -> Image:
     final = images / digest
     with locked(images / f"{digest}.lock", f"image {digest}"):
         if (final / BASE_NAME).is_file() and (final / "image.json").is_file():
+            # Images built before BASE_MODE were world-readable (0444): tighten them.
+            owner_only(final / BASE_NAME)
             return _image_from(final, digest, lk, 0.0)
         seconds = _build(lab, lk, digest, final)
     return _image_from(final, digest, lk, seconds)
+
+
+def owner_only(path: Path, mode: int = BASE_MODE) -> None:
+    """Give a file that holds a private key `mode` if group or others can reach it."""
+    if path.stat().st_mode & 0o077:
+        path.chmod(mode)
 
 
 def _stage_overlay(recipe: Path, lab_keys: keys.LabKeys, stage: Path) -> None:
@@ -145,6 +157,9 @@ def _stage_overlay(recipe: Path, lab_keys: keys.LabKeys, stage: Path) -> None:
     ssh = stage / "etc" / "ssh"
     ssh.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(lab_keys.host_key, ssh / keys.HOST_KEY)
+    # copyfile takes the umask's mode; the finish script sets 0600 in the image, and the
+    # staged copy is owner-only too while it waits.
+    (ssh / keys.HOST_KEY).chmod(0o600)
     shutil.copyfile(lab_keys.host_pubkey, ssh / f"{keys.HOST_KEY}.pub")
     root_ssh = stage / "root" / ".ssh"
     root_ssh.mkdir(parents=True, exist_ok=True)
@@ -189,7 +204,8 @@ def mmdebstrap_argv(
         "--customize-hook=" + mkfs,
         lab.image.suite,
         "/dev/null",
-        lab.image.mirror,
+        # lab.yaml's mirror, else this machine's own (no archive host is named here).
+        lab.image.mirror or aptsources.host_mirror(),
     ]
 
 
@@ -215,8 +231,9 @@ def _build(lab: LabConfig, lab_keys: keys.LabKeys, digest: str, final: Path) -> 
         _stage_overlay(recipe, lab_keys, stage)
         mode = "root" if os.geteuid() == 0 else "unshare"
         env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+        argv = mmdebstrap_argv(lab, stage, raw, pkgs, mode)
         run_logged(
-            mmdebstrap_argv(lab, stage, raw, pkgs, mode),
+            argv,
             log=log,
             label=f"image {lab.image.recipe} ({lab.image.suite})",
             env=env,
@@ -229,13 +246,13 @@ def _build(lab: LabConfig, lab_keys: keys.LabKeys, digest: str, final: Path) -> 
             label="image qcow2",
         )
         raw.unlink()
-        (out / BASE_NAME).chmod(0o444)
+        (out / BASE_NAME).chmod(BASE_MODE)
         seconds = time.monotonic() - start
         meta = {
             "recipe": lab.image.recipe,
             "recipe_hash": digest,
             "suite": lab.image.suite,
-            "mirror": lab.image.mirror,
+            "mirror": argv[-1],
             "size_mib": lab.image.size_mib,
             "packages": pkgs,
             "build_seconds": round(seconds, 1),

@@ -75,7 +75,14 @@ def generate_pair(private: Path, comment: str) -> None:
 
 
 def ensure_keys(directory: Path) -> LabKeys:
-    """The lab's keys in directory, generated on first use and reused afterwards."""
+    """The lab's keys in directory, generated on first use and reused afterwards.
+
+    Private keys are owner-only (0600) and so is the folder: a readable client key lets
+    anyone log in to the lab VM, a readable host key lets anyone impersonate it.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if directory.stat().st_mode & 0o077:
+        directory.chmod(0o700)
     keys = LabKeys(
         client_key=directory / CLIENT_KEY,
         client_pubkey=directory / f"{CLIENT_KEY}.pub",
@@ -89,6 +96,7 @@ def ensure_keys(directory: Path) -> LabKeys:
         if not (private.is_file() and pub.is_file()):
             generate_pair(private, comment)
         elif private.stat().st_mode & 0o077:
+            # Loosened since (a copy, a restore from backup): tighten, ssh insists.
             private.chmod(0o600)
     return keys
 

@@ -1,7 +1,7 @@
 """KTAP / TAP parser for kselftest output.
 
 Handles KTAP version 1 and TAP 13/14 as the kernel prints them: nested subtests by
-indentation (with optional "# Subtest:" names), SKIP/TODO/XFAIL directives, printk
+indentation (spaces or tabs; with optional "# Subtest:" names), SKIP/TODO/XFAIL directives, printk
 timestamps, a missing plan and Bail out!. A stream that ends before its plan is
 satisfied (or inside a subtest) is a crash, never a pass: the case that was running gets
 outcome crash and the planned cases that never started are missing (kunit_parser.py does
@@ -101,6 +101,14 @@ class _Level:
     truncated: bool = False
 
 
+def _indent(line: str) -> int:
+    """Leading whitespace in columns. KTAP nests by 4 spaces a level; some tests (and
+    older KUnit) indent with a tab instead, which counts as one level, so tab-indented
+    subtests nest rather than overwrite their parent's plan."""
+    lead = line[: len(line) - len(line.lstrip(" \t"))]
+    return len(lead.expandtabs(4))
+
+
 def _strip(raw: str) -> str:
     return printk.strip_timestamp(raw.rstrip("\r\n")).rstrip()
 
@@ -141,7 +149,7 @@ def parse(text: str) -> TapDoc:
         body = line.strip()
         if not body:
             continue
-        indent = len(line) - len(line.lstrip(" "))
+        indent = _indent(line)
         structural = bool(_VERSION.match(body) or _PLAN.match(body) or _RESULT.match(body))
         is_subtest = bool(_SUBTEST.match(body))
         top = stack[-1]

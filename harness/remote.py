@@ -35,6 +35,15 @@ _KILL_GRACE_S = 10
 _LOCAL_GRACE_S = 30
 # GNU timeout's exit status when it had to stop the command.
 _TIMEOUT_EXIT = 124
+# Each phase of opening a session has its own deadline. paramiko's defaults are 15 s for
+# the banner, 30 s for authentication and an hour to open a channel, so a guest that
+# stops answering without dying (paused on a full disk, stopped) would hold one attempt
+# for up to an hour; with these, one attempt gives up within about 30 s (TCP connect,
+# then the first of banner/auth/channel that stalls).
+SSH_CONNECT_TIMEOUT_S = 10
+SSH_BANNER_TIMEOUT_S = 10
+SSH_AUTH_TIMEOUT_S = 10
+SSH_CHANNEL_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -87,13 +96,17 @@ def remote_command(
 
 
 def _connection(ep: Endpoint, connect_timeout: int) -> Connection:
+    connect_kwargs: dict[str, Any] = {
+        "banner_timeout": SSH_BANNER_TIMEOUT_S,
+        "auth_timeout": SSH_AUTH_TIMEOUT_S,
+        "channel_timeout": SSH_CHANNEL_TIMEOUT_S,
+    }
     if ep.use_ssh_config:
         config = Config()
-        connect_kwargs: dict[str, Any] = {}
     else:
         # An explicit, empty SSHConfig stops fabric from reading the user's files.
         config = Config(ssh_config=paramiko.SSHConfig())
-        connect_kwargs = {"look_for_keys": False, "allow_agent": False}
+        connect_kwargs |= {"look_for_keys": False, "allow_agent": False}
     if ep.key_file is not None:
         connect_kwargs["key_filename"] = [str(ep.key_file)]
     conn = Connection(
@@ -132,7 +145,7 @@ _NOT_YET: tuple[type[BaseException], ...] = (
 class Remote:
     """An SSH session to one endpoint; use as a context manager."""
 
-    def __init__(self, endpoint: Endpoint, connect_timeout: int = 10) -> None:
+    def __init__(self, endpoint: Endpoint, connect_timeout: int = SSH_CONNECT_TIMEOUT_S) -> None:
         self.endpoint = endpoint
         self.conn = _connection(endpoint, connect_timeout)
 
@@ -279,7 +292,16 @@ class Remote:
         """Run command on a raw channel: binary stdin/stdout, no text decoding."""
         if self.conn.transport is None:
             raise InfraError(f"{self.endpoint.describe()}: not connected", "call connect() first")
-        channel = self.conn.transport.open_session()
+        try:
+            # Bounded like the session's own channels (channel_timeout), so a guest that
+            # stopped answering cannot hold a transfer at the open.
+            channel = self.conn.transport.open_session(timeout=SSH_CHANNEL_TIMEOUT_S)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise InfraError(
+                f"{self.endpoint.describe()}: could not open an SSH channel ({command!r}): "
+                f"{exc or type(exc).__name__}",
+                "check that the guest is still up and not paused (console log, QMP status)",
+            ) from None
         try:
             channel.settimeout(timeout_s)
             channel.exec_command(command)

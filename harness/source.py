@@ -20,9 +20,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import names
+from harness import aptsources, names
 from harness.cachelock import locked
-from harness.config import DebSource, GitSource, LabConfig
+from harness.config import GIT_SCHEMES, DebSource, GitSource, LabConfig
 from harness.errors import InfraError, UserError
 from harness.paths import cache_dir
 from harness.proc import require_tools, run_logged
@@ -97,10 +97,23 @@ def _check_kernel_tree(path: Path, origin: str) -> None:
 
 
 # --- git -----------------------------------------------------------------------------
+# lab.yaml's URL and ref are checked at load (config.GitUrl, config.GitRef); git is also
+# told, on every call, which transports it may use and where its options end, so a
+# value that slipped past the check is still only ever a URL or a ref.
+
+
+def git_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "GIT_TERMINAL_PROMPT": "0",
+        # The lab's URL schemes (local paths are "file"); not ext::, fd:: or plain http,
+        # whatever the user's git config allows, and for redirects and submodules too.
+        "GIT_ALLOW_PROTOCOL": ":".join(GIT_SCHEMES),
+    }
 
 
 def _git(*args: str, cwd: Path | None = None, timeout: float | None = None) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    env = {**git_env(), "LC_ALL": "C"}
     done = subprocess.run(
         ["git", *args],
         cwd=cwd,
@@ -139,6 +152,7 @@ def _probe_remote(url: str, ref: str) -> None:
             "-c",
             f"http.lowSpeedTime={GIT_CONNECT_TIMEOUT_S}",
             "ls-remote",
+            "--",
             url,
             ref,
             timeout=GIT_CONNECT_TIMEOUT_S,
@@ -181,19 +195,23 @@ def from_git(name: str, spec: GitSource) -> SourceTree:
             # so describe names a tag when the ref is tagged, else the sha.
             "--depth=1",
             "--force",
+            "--",
             spec.url,
             f"+{spec.ref}:refs/gmemlab/{name}",
         ],
         log=log,
         label=f"source {name}: git fetch {spec.ref}",
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        env=git_env(),
     )
-    commit = _git("-C", str(mirror), "rev-parse", f"refs/gmemlab/{name}^{{commit}}")
+    commit = _git(
+        "-C", str(mirror), "rev-parse", "--verify", "--end-of-options",
+        f"refs/gmemlab/{name}^{{commit}}",
+    )  # fmt: skip
     worktree = cache_dir("worktrees") / commit
     if not (worktree / ".git").exists():
         shutil.rmtree(worktree, ignore_errors=True)
         _git("-C", str(mirror), "worktree", "prune")
-        _git("-C", str(mirror), "worktree", "add", "--detach", "-f", str(worktree), commit)
+        _git("-C", str(mirror), "worktree", "add", "--detach", "-f", "--", str(worktree), commit)
     _check_kernel_tree(worktree, spec.url)
     return SourceTree(
         name=name,
@@ -282,12 +300,26 @@ def apt_options(base: Path) -> list[str]:
     ]
 
 
-def _write_apt_config(base: Path, spec: DebSource) -> None:
+def sources_line(spec: DebSource, mirror: str) -> str:
+    """The private sources.list's one line.
+
+    Every field was held to a narrow pattern at load (config.DebWord, Mirror, AbsPath):
+    none can hold a space or a bracket, so none can add a field or an [option]. Checked
+    again here because the mirror may come from the host's apt sources instead.
+    """
+    if not aptsources.MIRROR.fullmatch(mirror):
+        raise UserError(
+            f"mirror {mirror!r} is not a plain http(s):// or file:// URL",
+            "set kernels.<name>.deb.mirror in lab.yaml to your Debian mirror's URL",
+        )
+    return f"deb [signed-by={spec.keyring}] {mirror} {spec.suite} main\n"
+
+
+def _write_apt_config(base: Path, spec: DebSource, mirror: str) -> None:
     for sub in ("etc/preferences.d", "lists/partial", "cache/archives/partial"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "etc" / "preferences").touch()
-    line = f"deb [signed-by={spec.keyring}] {spec.mirror} {spec.suite} main\n"
-    (base / "etc" / "sources.list").write_text(line)
+    (base / "etc" / "sources.list").write_text(sources_line(spec, mirror))
 
 
 def from_deb(name: str, spec: DebSource) -> SourceTree:
@@ -297,8 +329,11 @@ def from_deb(name: str, spec: DebSource) -> SourceTree:
             f"apt keyring {spec.keyring} not found (needed to verify {spec.suite})",
             "install the Debian package debian-archive-keyring",
         )
+    # lab.yaml's mirror, else the one this machine's apt sources use (no archive host
+    # is named in the lab: a machine behind a local mirror keeps using it).
+    mirror = spec.mirror or aptsources.host_mirror()
     base = cache_dir("sources", "deb", spec.suite)
-    _write_apt_config(base, spec)
+    _write_apt_config(base, spec, mirror)
     opts = apt_options(base)
     log = base / "apt.log"
     updated = run_logged(
@@ -312,7 +347,7 @@ def from_deb(name: str, spec: DebSource) -> SourceTree:
         # whose package (and unpacked tree) is in the cache.
         if not any((base / "lists").glob("*_Packages*")):
             raise UserError(
-                f"apt-get update for {spec.mirror} {spec.suite} failed (log: {log})",
+                f"apt-get update for {mirror} {spec.suite} failed (log: {log})",
                 "check the network path to the Debian mirror, or build a local tree "
                 "with `lab build --kernel /path/to/linux`",
             )
@@ -320,7 +355,7 @@ def from_deb(name: str, spec: DebSource) -> SourceTree:
     version = _candidate_version(opts, spec.package)
     if version is None:
         raise UserError(
-            f"package {spec.package} not found in {spec.mirror} {spec.suite}",
+            f"package {spec.package} not found in {mirror} {spec.suite}",
             "check kernels.*.deb.package and suite in lab.yaml",
         )
     safe_version = version.replace(":", "%3a")
@@ -346,7 +381,7 @@ def from_deb(name: str, spec: DebSource) -> SourceTree:
         path=tree,
         commit=f"deb-{spec.package}_{version}",
         describe=f"{spec.package} {version}",
-        origin=f"{spec.mirror} {spec.suite} {spec.package}={version} sha256:{sha256_file(deb)}",
+        origin=f"{mirror} {spec.suite} {spec.package}={version} sha256:{sha256_file(deb)}",
     )
 
 

@@ -92,3 +92,160 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         config.load(bad)
     with pytest.raises(UserError, match="no such lab file"):
         config.load(tmp_path / "absent.yaml")
+
+
+# --- an unreadable lab file is a UserError naming it (issue 15, item 7) --------------
+
+
+def test_lab_file_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="is a directory") as err:
+        config.load(tmp_path)
+    assert str(tmp_path) in err.value.message
+
+
+def test_lab_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_bytes(b"kernels:\n  caf\xe9: {path: /src}\n")
+    with pytest.raises(UserError, match="not UTF-8") as err:
+        config.load(path)
+    assert str(path) in err.value.message
+
+
+def test_lab_file_that_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_lab(tmp_path, minimal())
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    # chmod 000 does not stop root, who runs these tests in CI containers.
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(UserError, match="cannot read the lab file: Permission denied") as err:
+        config.load(path)
+    assert str(path) in err.value.message
+
+
+def test_lab_file_that_is_not_a_regular_file() -> None:
+    with pytest.raises(UserError, match="not a regular file"):
+        config.load(Path("/dev/null"))
+
+
+@pytest.mark.parametrize(
+    ("text", "got"),
+    [("", "empty"), ("- a\n- b\n", "a list"), ("just text\n", "a str"), ("42\n", "a int")],
+)
+def test_lab_file_that_is_not_a_mapping(tmp_path: Path, text: str, got: str) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="expected a mapping") as err:
+        config.load(path)
+    assert got in err.value.message and str(path) in err.value.message
+
+
+def test_duplicate_key_is_refused(tmp_path: Path) -> None:
+    # Review shows the first value; PyYAML alone would silently use the second.
+    path = write_lab(tmp_path, minimal())
+    path.write_text(path.read_text() + "kernels: {other: {path: /elsewhere}}\n")
+    with pytest.raises(UserError, match="duplicate key 'kernels'") as err:
+        config.load(path)
+    assert f"{path}, line" in err.value.message
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
+    path = write_lab(tmp_path, minimal())
+    path.write_text(
+        path.read_text()
+        + "matrix:\n  a: &m {kernels: [local], configs: [lab]}\n  b: {<<: *m, configs: [lab]}\n"
+    )
+    assert config.load(path).matrix["b"].kernels == ["local"]
+
+
+def test_root_cannot_be_set_from_the_file(tmp_path: Path) -> None:
+    data = minimal()
+    data["root"] = "/"
+    with pytest.raises(UserError, match="root: unknown key"):
+        config.load(write_lab(tmp_path, data))
+
+
+def test_huge_lab_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("# x\n" * (config.MAX_LAB_FILE_BYTES // 4 + 1))
+    with pytest.raises(UserError, match="more than a lab file can be"):
+        config.load(path)
+
+
+def test_deeply_nested_yaml_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("a: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(UserError):
+        config.load(path)
+
+
+# --- each suite kind's keys are checked at load (issue 15, item 6) -------------------
+
+
+@pytest.mark.parametrize(
+    ("suite", "expected"),
+    [
+        ({"kind": "command"}, "suites.s.argv: kind command needs a non-empty argv"),
+        ({"kind": "command", "argv": []}, "suites.s.argv: kind command needs a non-empty argv"),
+        ({"kind": "command", "argv": [""]}, "suites.s.argv: argv[0] is empty"),
+        ({"kind": "kselftest"}, "suites.s.tests: kind kselftest needs a non-empty tests"),
+        (
+            {"kind": "command", "argv": ["true"], "tests": ["guest_memfd_test"]},
+            "suites.s.tests: kind command does not use tests",
+        ),
+        (
+            {"kind": "kselftest", "tests": ["guest_memfd_test"], "path": "tests/guest"},
+            "suites.s.path: kind kselftest does not use path",
+        ),
+        (
+            {"kind": "pytest", "argv": ["pytest"]},
+            "suites.s.argv: kind pytest does not use argv",
+        ),
+        (
+            {"kind": "conversions-driver", "tests": ["x"]},
+            "suites.s.tests: kind conversions-driver does not use tests",
+        ),
+        ({"kind": "nosuch"}, "suites.s.kind: Input should be"),
+        ({"kind": "kselftest", "tests": ["../../bin/sh"]}, "suites.s.tests[0]"),
+    ],
+)
+def test_suite_kind_needs_are_checked_at_load(
+    tmp_path: Path, suite: dict[str, object], expected: str
+) -> None:
+    data = minimal()
+    data["suites"] = {"s": suite}
+    data["defaults"] = {"kernel": "local", "config": "lab", "suites": ["s"]}
+    with pytest.raises(UserError) as err:
+        config.load(write_lab(tmp_path, data))
+    assert expected in err.value.message
+
+
+@pytest.mark.parametrize(
+    "suite",
+    [
+        {"kind": "pytest"},
+        {"kind": "pytest", "path": "tests/guest"},
+        {"kind": "kselftest", "tests": ["guest_memfd_test", "x86/private_mem_kvm_exits_test"]},
+        {"kind": "conversions-driver", "timeout_s": 1800},
+        {"kind": "command", "argv": ["sh", "-c", "exit 1; echo 'a b'"]},
+    ],
+)
+def test_complete_suites_load(tmp_path: Path, suite: dict[str, object]) -> None:
+    data = minimal()
+    data["suites"] = {"s": suite}
+    data["defaults"] = {"kernel": "local", "config": "lab", "suites": ["s"]}
+    assert config.load(write_lab(tmp_path, data)).suites["s"].kind == suite["kind"]
+
+
+def test_mirrors_default_to_none_meaning_the_hosts_own() -> None:
+    lab = config.load()
+    assert lab.image.mirror is None
+    assert lab.kernels["mainline"].deb is not None and lab.kernels["mainline"].deb.mirror is None
+
+
+def test_host_named_qemu_is_refused(tmp_path: Path) -> None:
+    data = minimal()
+    data["hosts"] = {"qemu": {"ssh": "box"}}
+    with pytest.raises(UserError, match=r"hosts\.qemu: 'qemu' names the lab VM target"):
+        config.load(write_lab(tmp_path, data))

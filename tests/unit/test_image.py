@@ -88,13 +88,13 @@ def test_missing_recipe_is_a_user_error(tmp_path: Path, lab_keys: keys.LabKeys) 
 
 
 def test_mmdebstrap_command(tmp_path: Path) -> None:
-    lab = make_lab(tmp_path)
+    lab = make_lab(tmp_path, mirror="http://mirror.example/debian")
     stage, raw = tmp_path / "my stage", tmp_path / "work dir" / "root.ext4"
     argv = image.mmdebstrap_argv(lab, stage, raw, ["openssh-server", "python3"], "unshare")
     assert argv[:4] == ["mmdebstrap", "--mode=unshare", "--variant=minbase",
                         "--include=openssh-server,python3"]  # fmt: skip
     # Suite, target and mirror are argv words, never pasted into a hook's shell text.
-    assert argv[-3:] == ["trixie", "/dev/null", "http://deb.debian.org/debian"]
+    assert argv[-3:] == ["trixie", "/dev/null", "http://mirror.example/debian"]
     hooks = [a.removeprefix("--customize-hook=") for a in argv if a.startswith("--customize")]
     assert hooks[0] == f"sync-in {shlex.quote(str(stage))} /"
     assert "passwd --lock root" in hooks[1]

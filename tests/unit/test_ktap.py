@@ -57,3 +57,53 @@ def test_todo_that_passes_is_a_pass() -> None:
     doc = ktap.parse("TAP version 13\n1..1\nok 1 flaky # TODO investigate\n")
     assert doc.cases[0].outcome is Outcome.PASS
     assert doc.cases[0].directive == "TODO"
+
+
+# --- tab indentation and streams cut short (issue 15) --------------------------------
+
+
+def test_tab_indented_subtests_nest_like_space_indented_ones() -> None:
+    spaces = "KTAP version 1\n1..2\n    # Subtest: s\n    1..2\n    ok 1 a\n    not ok 2 b\n"
+    spaces += "not ok 1 s\nok 2 t\n"
+    tabs = spaces.replace("    ", "\t")
+    got = [(p, c.outcome) for p, c in ktap.parse(tabs).leaves()]
+    assert got == [(p, c.outcome) for p, c in ktap.parse(spaces).leaves()]
+    assert got == [("s::a", Outcome.PASS), ("s::b", Outcome.FAIL), ("t", Outcome.PASS)]
+    doc = ktap.parse(tabs)
+    assert doc.plan == 2 and not doc.truncated
+
+
+def test_tab_indented_plan_does_not_replace_the_parents() -> None:
+    # Before tabs counted as indentation, the nested "1..2" overwrote the top plan.
+    doc = ktap.parse("TAP version 13\n1..3\n\t1..2\n\tok 1 a\n\tok 2 b\nok 1 outer\n")
+    assert doc.plan == 3
+    assert [(p, c.outcome) for p, c in doc.leaves()] == [
+        ("outer::a", Outcome.PASS),
+        ("outer::b", Outcome.PASS),
+        ("test 2", Outcome.CRASH),  # the plan was not met: the next case was running
+        ("test 3", Outcome.MISSING),
+    ]
+
+
+@pytest.mark.parametrize("indent", ["    ", "\t"])
+def test_stream_that_stops_mid_test_is_a_crash_not_a_pass(indent: str) -> None:
+    text = (
+        "TAP version 13\n1..2\n"
+        f"{indent}1..2\n{indent}ok 1 first\n{indent}#  RUN           fx.second ...\n"
+    )
+    doc = ktap.parse(text)
+    assert doc.truncated
+    outcomes = {p: c.outcome for p, c in doc.leaves()}
+    assert outcomes["test 1::fx.second"] is Outcome.CRASH
+    assert outcomes["test 1::first"] is Outcome.PASS
+    assert outcomes["test 2"] is Outcome.MISSING
+    assert doc.cases[0].outcome is Outcome.CRASH  # the parent, cut short, did not pass
+
+
+def test_stream_that_stops_after_a_run_line_without_plan_is_a_crash() -> None:
+    doc = ktap.parse("TAP version 13\nok 1 a\n#  RUN           fx.b ...\n# partial output\n")
+    assert [(p, c.outcome) for p, c in doc.leaves()] == [
+        ("a", Outcome.PASS),
+        ("fx.b", Outcome.CRASH),
+    ]
+    assert doc.truncated and doc.missing_plan

@@ -257,3 +257,26 @@ def test_transport_dying_mid_command_is_lost(mock: MockRemote) -> None:
     r.conn.run = boom
     ran = r.run(["sleep", "600"], timeout_s=900)
     assert ran.lost and ran.exit_code is None and "not active" in ran.error
+
+
+@pytest.mark.parametrize("use_ssh_config", [False, True])
+def test_every_connection_phase_is_bounded(mock: MockRemote, use_ssh_config: bool) -> None:
+    expect(mock, Command("true"))
+    ep = VM if not use_ssh_config else remote.Endpoint(host="tdx-1", use_ssh_config=True)
+    remote.Remote(ep).connect(deadline_s=5)
+    kwargs = client_of(mock).connect.call_args.kwargs
+    assert kwargs["timeout"] == remote.SSH_CONNECT_TIMEOUT_S
+    assert kwargs["banner_timeout"] == remote.SSH_BANNER_TIMEOUT_S
+    assert kwargs["auth_timeout"] == remote.SSH_AUTH_TIMEOUT_S
+    assert kwargs["channel_timeout"] == remote.SSH_CHANNEL_TIMEOUT_S
+
+
+def test_channel_that_cannot_open_is_an_infra_error(mock: MockRemote) -> None:
+    expect(mock, Command("true"))
+    r = remote.Remote(VM)
+    r.connect(deadline_s=5)
+    transport = r.conn.transport
+    transport.open_session.side_effect = paramiko.SSHException("Timeout opening channel.")
+    with pytest.raises(InfraError, match="could not open an SSH channel"):
+        r.read_text("/etc/hostname")
+    transport.open_session.assert_called_once_with(timeout=remote.SSH_CHANNEL_TIMEOUT_S)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from harness import config, source
+from harness import aptsources, config, source
 from harness.errors import UserError
 from tests.unit.fake_kernel import LAB_FRAGMENT, git_commit, make_tree, write_lab
 
@@ -112,7 +113,9 @@ def test_unknown_ref_is_user_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:9/linux.git", "https://github.invalid/x/linux.git"]
+    # Plain http:// is refused at load (config.GitUrl); https to a closed port stands in.
+    "url",
+    ["https://127.0.0.1:9/linux.git", "https://github.invalid/x/linux.git"],
 )
 def test_unreachable_url_fails_fast_naming_offline_alternatives(tmp_path: Path, url: str) -> None:
     lab = git_lab(tmp_path, url)
@@ -131,7 +134,7 @@ def test_unreachable_url_fails_fast_naming_offline_alternatives(tmp_path: Path, 
 def test_apt_options_keep_everything_under_the_cache(tmp_path: Path) -> None:
     spec = config.DebSource(package="linux-source-7.3", suite="trixie-backports")
     base = tmp_path / "apt"
-    source._write_apt_config(base, spec)
+    source._write_apt_config(base, spec, "http://mirror.example/debian")
     opts = source.apt_options(base)
     values = [o for o in opts if o != "-o"]
     paths = [v.split("=", 1)[1] for v in values if "=" in v and v.split("=", 1)[1].startswith("/")]
@@ -140,7 +143,7 @@ def test_apt_options_keep_everything_under_the_cache(tmp_path: Path) -> None:
     line = (base / "etc" / "sources.list").read_text()
     assert line == (
         "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
-        "http://deb.debian.org/debian trixie-backports main\n"
+        "http://mirror.example/debian trixie-backports main\n"
     )
 
 
@@ -181,3 +184,80 @@ def test_missing_keyring_is_user_error() -> None:
     spec = config.DebSource(package="p", suite="s", keyring="/nonexistent.gpg")
     with pytest.raises(UserError, match="debian-archive-keyring"):
         source.from_deb("mainline", spec)
+
+
+@pytest.fixture
+def no_mirror(tmp_path: Path) -> config.DebSource:
+    """A deb source that names no mirror, with a keyring that exists."""
+    keyring = tmp_path / "archive.gpg"
+    keyring.write_bytes(b"")
+    return config.DebSource(
+        package="linux-source-7.3", suite="trixie-backports", keyring=str(keyring)
+    )
+
+
+def test_deb_mirror_defaults_to_the_hosts_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_mirror: config.DebSource
+) -> None:
+    spec = no_mirror
+    monkeypatch.setattr(aptsources, "host_mirror", lambda: "http://local.example/debian")
+
+    def stop(argv: list[object], **kwargs: object) -> None:
+        raise RuntimeError("stop before apt-get runs")
+
+    monkeypatch.setattr(source, "run_logged", stop)
+    with pytest.raises(RuntimeError, match="stop before"):
+        source.from_deb("mainline", spec)
+    lists = sorted((tmp_path / "cache").rglob("sources.list"))
+    assert [p.read_text() for p in lists] == [
+        f"deb [signed-by={spec.keyring}] http://local.example/debian trixie-backports main\n"
+    ]
+
+
+def test_no_host_mirror_is_a_user_error_before_apt_runs(
+    monkeypatch: pytest.MonkeyPatch, no_mirror: config.DebSource
+) -> None:
+
+    def none_found() -> str:
+        raise UserError("no Debian mirror found", "set kernels.<name>.deb.mirror in lab.yaml")
+
+    monkeypatch.setattr(aptsources, "host_mirror", none_found)
+    with pytest.raises(UserError, match=r"deb\.mirror"):
+        source.from_deb("mainline", no_mirror)
+
+
+@pytest.mark.parametrize(
+    "mirror",
+    [
+        "http://m.example/d trixie main",
+        "[trusted=yes] http://m",
+        "http://m/\ndeb x",
+        "http://m.example/debian\n",
+    ],
+)
+def test_sources_line_refuses_a_mirror_that_would_add_fields(mirror: str) -> None:
+    spec = config.DebSource(package="p", suite="s", mirror="http://ok.example/debian")
+    with pytest.raises(UserError, match="not a plain"):
+        source.sources_line(spec, mirror)
+
+
+def test_git_calls_end_options_before_url_and_ref(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+
+    class Spy(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, args: Any, *rest: Any, **kwargs: Any) -> None:
+            if isinstance(args, (list, tuple)) and args and str(args[0]) == "git":
+                calls.append([str(a) for a in args])
+                assert kwargs["env"]["GIT_ALLOW_PROTOCOL"] == "https:ssh:git:file"
+            super().__init__(args, *rest, **kwargs)
+
+    upstream = make_tree(tmp_path / "upstream", git=True)
+    lab = git_lab(tmp_path, upstream.as_uri())
+    monkeypatch.setattr(subprocess, "Popen", Spy)
+    source.prepare_source(lab, "series")
+    with_url = [argv for argv in calls if upstream.as_uri() in argv]
+    assert {argv[argv.index("--") - 1] for argv in with_url} >= {"ls-remote", "--force"}
+    for argv in with_url:
+        assert argv.index("--") < argv.index(upstream.as_uri()), argv
