@@ -30,7 +30,7 @@ venv: $(VENV)/.stamp
 
 # The Debian packages (QEMU 10.0 from backports, build tools, mmdebstrap); uses sudo
 # when not root. Re-runs when ci/deps.sh changes; the venv needs python3-venv from it.
-$(DEPS_STAMP): ci/deps.sh
+$(DEPS_STAMP): ci/deps.sh ci/apt-mirror.sh
 	bash ci/deps.sh
 	touch $@
 

@@ -32,4 +32,4 @@ def hashed_slug(text: str, *, max_len: int = 40, digits: int = 10) -> str:
 
 
 def is_safe_name(name: str) -> bool:
-    return bool(SAFE_NAME.match(name)) and ".." not in name
+    return bool(SAFE_NAME.fullmatch(name)) and ".." not in name
