@@ -109,6 +109,9 @@ class Clock:
     sleep: Callable[[float], None] = time.sleep
 
 
+REAL_CLOCK = Clock()
+
+
 # --- pure pieces -------------------------------------------------------------------------
 
 
@@ -319,7 +322,7 @@ def wait_for_boot(
     deadline_s: float,
     poll_s: float = 5.0,
     attempt_s: float = 30.0,
-    clock: Clock = Clock(),
+    clock: Clock = REAL_CLOCK,
 ) -> tuple[HostShell, str, str] | None:
     """A session to the host once it runs a boot other than old_boot_id, with its boot
     id and /proc/version; None when the deadline passes first."""
@@ -353,7 +356,7 @@ def kexec_boot(
     params: Sequence[str] = (),
     run_id: str | None = None,
     console_log: Path | None = None,
-    clock: Clock = Clock(),
+    clock: Clock = REAL_CLOCK,
     poll_s: float = 5.0,
 ) -> tuple[Boot, HostShell | None]:
     """Steps 1-5 above. The Boot and, when it booted (or came back on some kernel), a
@@ -420,7 +423,7 @@ def restore(
     systemd: bool,
     test_version: str,
     deadline_s: float | None = None,
-    clock: Clock = Clock(),
+    clock: Clock = REAL_CLOCK,
     poll_s: float = 5.0,
     run_local: Callable[[Sequence[str]], int] | None = None,
 ) -> Restored:

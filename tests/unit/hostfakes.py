@@ -87,7 +87,37 @@ class FakeHost:
         self.notes_hex: str | None = None
         self.kexec_fails: str | None = None
         self.switch_returns_lost = True
-        self.old_kernel_lingers_s = 0.0
+        # With attach(): a folder standing in for the host's /run and /proc, and the
+        # probe output of its default kernel and of the test kernel.
+        self.root: Path | None = None
+        self.probe_text = ""
+        self.test_probe_text = ""
+        self.cmdline = ""
+
+    def attach(self, root: Path, probe_text: str, test_probe_text: str | None = None) -> None:
+        from harness.hosts import probe
+
+        self.root = root
+        self.probe_text = probe_text
+        self.test_probe_text = test_probe_text or probe_text
+        self.cmdline = probe.parse(probe_text).cmdline
+        self._new_boot_files()
+
+    def _new_boot_files(self) -> None:
+        if self.root is None:
+            return
+        run = self.root / "run"
+        if run.exists():
+            for f in run.iterdir():
+                f.unlink()  # /run is a tmpfs: a boot starts it empty
+        run.mkdir(parents=True, exist_ok=True)
+        fake_proc(self.root / "proc", boot_id=self.boot_id, uptime=60.0, cmdline=self.cmdline)
+
+    def probe_output(self) -> str:
+        text = self.test_probe_text if self.version == TEST_VERSION else self.probe_text
+        text = _set_section(text, "boot_id", self.boot_id)
+        text = _set_section(text, "version", self.version)
+        return _set_section(text, "cmdline", self.cmdline)
 
     @property
     def boot_id(self) -> str:
@@ -99,6 +129,13 @@ class FakeHost:
         self.boots += 1
         self.up_at = float("inf") if version is None else self.clock.now() + after
         self.version = version or ""
+        if version == TEST_VERSION and self.loaded:
+            self.cmdline = self.loaded[3].removeprefix("--command-line=")
+        elif version is not None and self.probe_text:
+            from harness.hosts import probe
+
+            self.cmdline = probe.parse(self.probe_text).cmdline
+        self._new_boot_files()
 
     def connect(self, deadline_s: float) -> FakeShell:
         from harness.hosts.shell import NotReachable
@@ -113,6 +150,13 @@ class FakeHost:
         self.calls.append(["<local>", *argv])
         self._go(DEFAULT_VERSION, self.boot_s)
         return 0
+
+
+def _set_section(text: str, section: str, value: str) -> str:
+    """text with the first line of a probe section replaced by value."""
+    head, sep, rest = text.partition(f"@@ {section}\n")
+    _, _, tail = rest.partition("\n")
+    return head + sep + value + "\n" + tail
 
 
 class FakeShell:
@@ -137,6 +181,10 @@ class FakeShell:
         h.calls.append(argv)
         if self.boot != h.boots or h.clock.now() < h.up_at:
             return self._ran(argv, None)
+        if argv[:2] == ["sh", "-c"] and argv[3] == "gmemlab-probe":
+            return self._ran(argv, 0, h.probe_output())
+        if argv[:2] == ["sh", "-c"] and argv[3] in ("gmemlab-lock", "gmemlab-unlock"):
+            return LocalShell().run(argv, timeout_s=timeout_s)
         if argv[:2] == ["mkdir", "-p"] or argv[0] == "rm":
             return self._ran(argv, 0)
         if argv[0] == "mktemp":
