@@ -2,9 +2,9 @@
 
 The stage talks to a host through `HostShell` (run an argv, put a file, close) and gets
 new sessions from a `Connector` (a kexec or a reboot ends every session, so sessions are
-opened again, not kept). `RemoteShell` and `ssh_connector` implement both on top of
-harness.remote (fabric/paramiko, RejectPolicy, the user's known_hosts); unit tests use
-small fakes of the same two shapes.
+opened again, not kept). `RemoteShell` (harness.remote's Remote plus put) and
+`ssh_connector` implement both over SSH (fabric/paramiko, RejectPolicy, the user's
+known_hosts); unit tests use small fakes of the same two shapes.
 """
 
 from __future__ import annotations
@@ -46,42 +46,25 @@ Connector = Callable[[float], HostShell]
 _DEADLINE_WORDS = "no SSH connection within"
 
 
-class RemoteShell:
-    """HostShell over one harness.remote.Remote session."""
-
-    def __init__(self, remote: Remote) -> None:
-        self.remote = remote
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float,
-        cwd: str | None = None,
-        log: Path | None = None,
-    ) -> Ran:
-        return self.remote.run(argv, timeout_s=timeout_s, cwd=cwd, log=log)
+class RemoteShell(Remote):
+    """HostShell over harness.remote's SSH session: its run and close, plus put."""
 
     def put(self, local: Path, remote_path: str) -> None:
         """Copy one file over SFTP (fabric's put)."""
         try:
-            self.remote.conn.put(str(local), remote=remote_path)
+            self.conn.put(str(local), remote=remote_path)
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise InfraError(
-                f"{self.remote.endpoint.describe()}: copying {local.name} to {remote_path} "
-                f"failed: {exc}",
+                f"{self.endpoint.describe()}: copying {local.name} to {remote_path} failed: {exc}",
                 "check the host's free space (df) and that its sshd offers SFTP",
             ) from None
-
-    def close(self) -> None:
-        self.remote.close()
 
 
 def ssh_connector(endpoint: Endpoint, connect_timeout: int = 5, retry_s: float = 2.0) -> Connector:
     """Sessions to endpoint, each attempt bounded by connect_timeout."""
 
     def connect(deadline_s: float) -> HostShell:
-        remote = Remote(endpoint, connect_timeout=connect_timeout)
+        remote = RemoteShell(endpoint, connect_timeout=connect_timeout)
         try:
             remote.connect(deadline_s=deadline_s, retry_every_s=retry_s)
         except InfraError as exc:
@@ -89,6 +72,6 @@ def ssh_connector(endpoint: Endpoint, connect_timeout: int = 5, retry_s: float =
             if _DEADLINE_WORDS in exc.what:
                 raise NotReachable(exc.what, exc.fix) from None
             raise
-        return RemoteShell(remote)
+        return remote
 
     return connect

@@ -10,12 +10,15 @@ from pathlib import Path
 from harness.remote import Ran
 
 
-class LocalShell:
-    """A HostShell that runs argv on this machine: the host scripts for real, in a
-    temporary folder instead of /run and /proc."""
+class ScriptedShell:
+    """A HostShell whose answers come from reply(argv); every argv is recorded."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.closed = False
+
+    def reply(self, argv: list[str], timeout_s: float) -> Ran:
+        raise NotImplementedError
 
     def run(
         self,
@@ -26,19 +29,39 @@ class LocalShell:
         log: Path | None = None,
     ) -> Ran:
         self.calls.append(list(argv))
+        return self.reply(list(argv), timeout_s)
+
+    def put(self, local: Path, remote_path: str) -> None:
+        raise AssertionError(f"unexpected put of {local} to {remote_path}")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class CannedShell(ScriptedShell):
+    """Answers every command with the same Ran."""
+
+    def __init__(self, ran: Ran) -> None:
+        super().__init__()
+        self.ran = ran
+
+    def reply(self, argv: list[str], timeout_s: float) -> Ran:
+        return self.ran
+
+
+class LocalShell(ScriptedShell):
+    """Runs argv on this machine: the host scripts for real, in a temporary folder
+    instead of /run and /proc."""
+
+    def reply(self, argv: list[str], timeout_s: float) -> Ran:
         start = time.monotonic()
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout_s, cwd=cwd, check=False
-        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
         return Ran(
             " ".join(argv), done.returncode, done.stdout, done.stderr, time.monotonic() - start
         )
 
     def put(self, local: Path, remote_path: str) -> None:
         Path(remote_path).write_bytes(local.read_bytes())
-
-    def close(self) -> None:
-        pass
 
 
 def fake_proc(root: Path, *, boot_id: str, uptime: float = 100.0, cmdline: str = "ro") -> str:
@@ -159,25 +182,17 @@ def _set_section(text: str, section: str, value: str) -> str:
     return head + sep + value + "\n" + tail
 
 
-class FakeShell:
+class FakeShell(ScriptedShell):
     def __init__(self, host: FakeHost, boot: int) -> None:
+        super().__init__()
         self.host = host
         self.boot = boot
-        self.closed = False
 
     def _ran(self, argv: Sequence[str], code: int | None, out: str = "", err: str = "") -> Ran:
         return Ran(" ".join(argv), code, out, err, 0.1, lost=code is None)
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float,
-        cwd: str | None = None,
-        log: Path | None = None,
-    ) -> Ran:
+    def reply(self, argv: list[str], timeout_s: float) -> Ran:
         h = self.host
-        argv = list(argv)
         h.calls.append(argv)
         if self.boot != h.boots or h.clock.now() < h.up_at:
             return self._ran(argv, None)
@@ -216,6 +231,3 @@ class FakeShell:
     def put(self, local: Path, remote_path: str) -> None:
         self.host.calls.append(["<put>", local.name, remote_path])
         self.host.files[remote_path] = local.read_bytes()
-
-    def close(self) -> None:
-        self.closed = True

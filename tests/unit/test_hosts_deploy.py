@@ -6,7 +6,6 @@ import dataclasses
 import struct
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from tests.unit.hostfakes import (
     FakeClock,
     FakeHost,
     LocalShell,
+    ScriptedShell,
 )
 
 GOLDEN = Path(__file__).parent / "golden" / "hosts"
@@ -263,7 +263,7 @@ def test_old_kernel_still_answering_is_waited_out() -> None:
     clock = FakeClock()
     host = FakeHost(clock)
     host._go(TEST_VERSION, 20.0)  # the switch: the new kernel answers in 20 s ...
-    old = FakeHostShellOnOldBoot(host)  # ... but the old one still accepts a session
+    old = FakeHostShellOnOldBoot()  # ... but the old one still accepts a session
     sessions = iter([old])
 
     def connect(deadline: float) -> HostShell:
@@ -281,28 +281,11 @@ def test_old_kernel_still_answering_is_waited_out() -> None:
     assert old.closed and clock.now() - start == 20.0
 
 
-class FakeHostShellOnOldBoot:
+class FakeHostShellOnOldBoot(ScriptedShell):
     """A session that still reaches the old kernel (boot-1)."""
 
-    def __init__(self, host: FakeHost) -> None:
-        self.host = host
-        self.closed = False
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float,
-        cwd: str | None = None,
-        log: Path | None = None,
-    ) -> Ran:
+    def reply(self, argv: list[str], timeout_s: float) -> Ran:
         return Ran(" ".join(argv), 0, f"boot-1\n{DEFAULT_VERSION}\n", "", 0.1)
-
-    def put(self, local: Path, remote_path: str) -> None:
-        raise AssertionError("no files to the old kernel")
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def test_switch_without_systemd_detaches_the_jump(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from harness.errors import InfraError, UserError
 from harness.hosts import probe
 from harness.remote import Ran
+from tests.unit.hostfakes import CannedShell
 
 GOLDEN = Path(__file__).parent / "golden" / "hosts"
 
@@ -244,37 +244,14 @@ def test_to_json_is_plain() -> None:
     assert data["virt_flags"] == ["tdx_host_platform", "vmx"]
 
 
-class _Shell:
-    def __init__(self, ran: Ran) -> None:
-        self.ran = ran
-        self.argv: list[str] = []
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float,
-        cwd: str | None = None,
-        log: Path | None = None,
-    ) -> Ran:
-        self.argv = list(argv)
-        return self.ran
-
-    def put(self, local: Path, remote_path: str) -> None:
-        raise AssertionError
-
-    def close(self) -> None:
-        pass
-
-
 def test_run_parses_and_failure_is_infra() -> None:
-    shell = _Shell(Ran("sh -c ...", 0, text("tdx-host"), "", 0.2))
+    shell = CannedShell(Ran("sh -c ...", 0, text("tdx-host"), "", 0.2))
     assert probe.run(shell).hostname == "tdx-1"
-    assert shell.argv == probe.command()
-    broken = _Shell(Ran("sh -c ...", 127, "", "sh: not found", 0.1))
+    assert shell.calls == [probe.command()]
+    broken = CannedShell(Ran("sh -c ...", 127, "", "sh: not found", 0.1))
     with pytest.raises(InfraError, match="host probe failed \\(sh: not found\\)"):
         probe.run(broken)
-    cut = _Shell(Ran("sh -c ...", None, "@@ hostname\nx\n", "", 0.1, lost=True, error="gone"))
+    cut = CannedShell(Ran("sh -c ...", None, "@@ hostname\nx\n", "", 0.1, lost=True, error="gone"))
     with pytest.raises(InfraError, match="gone"):
         probe.run(cut)
 
