@@ -135,6 +135,29 @@ def gitlab_template(path: Path = GITLAB_TEMPLATE) -> dict[str, Any]:
     return {"variables": data.get("variables", {}), ".gmemlab": data[".gmemlab"]}
 
 
+def child_variables(
+    defaults: dict[str, Any], environ: dict[str, str], lab_commit: str | None
+) -> dict[str, Any]:
+    """The child's variables: what the plan job ran with (the includer's GMEMLAB_REPO,
+    a matrix chosen for this pipeline), not the template's defaults; values that name
+    other variables ($CI_PROJECT_DIR/...) stay references, as each job's runner has its
+    own paths. GMEMLAB_REF becomes the lab commit the plan job used, so every job of
+    the child runs the same lab even if the ref is a branch that moves meanwhile."""
+    out: dict[str, Any] = {}
+    for name, default in defaults.items():
+        refers = isinstance(default, str) and "$" in default
+        out[name] = default if refers or name not in environ else environ[name]
+    if lab_commit:
+        out["GMEMLAB_REF"] = lab_commit
+    return out
+
+
+def lab_commit(root: Path = REPO_ROOT) -> str | None:
+    """The lab checkout's commit, if it is a git checkout."""
+    done = _git(root, "rev-parse", "HEAD")
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 def _job_name(kind: str, name: str) -> str:
     return f"{kind}:{name}"
 
@@ -150,8 +173,9 @@ def gitlab_child(
     a report job. With checkout_label, the kernel is the pipeline's own checkout
     ($CI_PROJECT_DIR, wherever each job's runner puts it), and the cells carry that label."""
     tpl = template if template is not None else gitlab_template()
+    variables = child_variables(tpl["variables"], dict(os.environ), lab_commit())
     child: dict[str, Any] = {
-        "variables": {**tpl["variables"], "GMEMLAB_MATRIX": matrix},
+        "variables": {**variables, "GMEMLAB_MATRIX": matrix},
         "stages": ["build", "test", "report"],
         ".gmemlab": tpl[".gmemlab"],
     }

@@ -114,6 +114,21 @@ def test_child_for_lab_yaml_kernels_and_for_a_large_matrix() -> None:
     assert "needs" not in report  # over GitLab's needs limit: stage order instead
 
 
+def test_child_variables_are_the_plan_jobs_own(tmp_path: Path) -> None:
+    defaults = PARENT["variables"]
+    env = {"GMEMLAB_REPO": "https://git.example.org/lab.git", "GMEMLAB_REF": "main",
+           "GMEMLAB_DIR": "/builds/x/y/.gmemlab", "GMEMLAB_CCACHE_SIZE": "2G"}  # fmt: skip
+    out = ci.child_variables(defaults, env, "f" * 40)
+    assert out["GMEMLAB_REPO"] == "https://git.example.org/lab.git"
+    assert out["GMEMLAB_REF"] == "f" * 40  # the lab commit the plan used, not a branch
+    assert out["GMEMLAB_CCACHE_SIZE"] == "2G"
+    assert out["GMEMLAB_DIR"] == "$CI_PROJECT_DIR/.gmemlab"  # each runner's own path
+    assert ci.child_variables(defaults, {}, None)["GMEMLAB_REF"] == defaults["GMEMLAB_REF"]
+    assert ci.lab_commit(tmp_path) is None
+    if (REPO_ROOT / ".git").exists():
+        assert ci.lab_commit(REPO_ROOT)
+
+
 def test_cache_key_follows_lab_yaml_and_fragments(tmp_path: Path) -> None:
     (tmp_path / "kernel-config").mkdir()
     (tmp_path / "lab.yaml").write_text("a")
