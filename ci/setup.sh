@@ -6,7 +6,9 @@
 # kernel tree's git status (a path kernel with untracked files is recorded as dirty).
 : "${GMEMLAB_DIR:?set GMEMLAB_DIR to the lab checkout}"
 : "${GMEMLAB_KERNEL_DIR:?set GMEMLAB_KERNEL_DIR to the kernel checkout}"
-make -C "$GMEMLAB_DIR" deps venv
+# Jobs that share a machine (a runner with concurrent > 1) would race on apt's lock.
+flock "${TMPDIR:-/tmp}/gmemlab-deps.lock" make -C "$GMEMLAB_DIR" deps
+make -C "$GMEMLAB_DIR" venv
 export LAB="$GMEMLAB_DIR/.venv/bin/lab"
 export LAB_CACHE="${LAB_CACHE:-$GMEMLAB_KERNEL_DIR/.lab-cache}"
 mkdir -p "$LAB_CACHE/ccache"
