@@ -13,12 +13,12 @@ MATRIX ?= nightly
 LAB_ARGS := $(if $(KERNEL),--kernel $(KERNEL)) $(if $(CONFIG),--config $(CONFIG))
 DEPS_STAMP := .deps-installed
 
-.PHONY: help venv deps lab-test check lint unit guest-host integration build image boot nightly bench clean
+.PHONY: help venv deps lab-test check lint ci-lint unit guest-host integration build image boot nightly bench clean
 
 help:
 	@echo "make lab-test [KERNEL=mainline] [CONFIG=lab]   build, boot, test, report"
 	@echo "make check                                     lint + unit + guest suite on this host + integration"
-	@echo "make build | image | boot | nightly | bench | deps | venv"
+	@echo "make build | image | boot | nightly | bench | deps | venv | ci-lint"
 
 $(VENV)/.stamp: pyproject.toml | $(DEPS_STAMP)
 	$(PYTHON) -m venv $(VENV)
@@ -53,10 +53,17 @@ nightly: $(DEPS_STAMP) venv
 
 check: lint unit guest-host integration
 
-lint: venv
+lint: venv ci-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The CI pipelines' own checks: actionlint on the GitHub workflow (with shellcheck on
+# its run: steps) and shellcheck on the scripts both pipelines run. The GitLab
+# pipeline's structure is checked by tests/unit/test_ci.py.
+ci-lint: venv
+	$(BIN)/actionlint -shellcheck $(BIN)/shellcheck ci/github-actions.yml
+	$(BIN)/shellcheck -S warning ci/*.sh
 
 # pytest exits 5 when it collected nothing: that fails the target, never passes.
 unit: venv

@@ -123,7 +123,43 @@ def write(results: Iterable[TestResult], path: Path, cell: str) -> None:
                 child.text = r.excerpt
             if r.log:
                 ET.SubElement(case, "system-out").text = f"raw output: {r.log}"
+    _save(root, path)
+
+
+def _save(root: ET.Element, path: Path) -> None:
     ET.indent(root)
     tmp = path.with_name(path.name + ".tmp")
     ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
     tmp.replace(path)
+
+
+def _problem_suite(cell: str, kind: str, message: str) -> ET.Element:
+    """A <testsuite> standing for a cell that left no readable results."""
+    node = ET.Element(
+        "testsuite", name=cell, tests="1", failures="0", errors="1", skipped="0", time="0"
+    )
+    case = ET.SubElement(node, "testcase", classname=cell, name="results", time="0")
+    ET.SubElement(case, "error", type=kind, message=message).text = message
+    return node
+
+
+def merge(files: list[tuple[str, Path]], path: Path, name: str, missing: list[str]) -> None:
+    """One JUnit file from many cells' junit.xml (a CI's test view takes one file);
+    a cell whose file is absent or unreadable, and each cell in `missing`, becomes an
+    error testcase, so no cell disappears from the merged view."""
+    root = ET.Element("testsuites", name=name)
+    for cell, source in files:
+        try:
+            text = source.read_text()
+            if len(text) > MAX_JUNIT_BYTES or "<!ENTITY" in text:
+                raise JUnitError("too large or declares entities")
+            top = ET.fromstring(text)
+        except (OSError, ET.ParseError, JUnitError) as exc:
+            root.append(_problem_suite(cell, "error", f"{cell}: no readable junit.xml ({exc})"))
+            continue
+        root.extend([top] if top.tag == "testsuite" else list(top.iter("testsuite")))
+    for cell in missing:
+        root.append(_problem_suite(cell, "missing", f"{cell}: no results (its job did not run)"))
+    for attr in ("tests", "failures", "errors", "skipped"):
+        root.set(attr, str(sum(int(s.get(attr) or 0) for s in root.iter("testsuite"))))
+    _save(root, path)
