@@ -1,15 +1,15 @@
 """Build stage against the fake tree: cache keys, no-op rebuilds, selftest statuses,
-manifest contents, the CLI's last line, and the host checks' messages."""
+manifest contents, the CLI's last line. The stage's pieces have their own files:
+test_hostcheck, test_kmake, test_manifest."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from harness import build, ccache, cli, config, kselftest_build
+from harness import build, ccache, cli, config, kmake, kselftest_build
 from harness.errors import InfraError, UserError
 from harness.paths import cache_dir, cache_root
 from harness.source import prepare_source
@@ -100,13 +100,13 @@ def test_up_to_date_check_sees_edits_and_changed_settings(lab_file: Path, tree: 
     import time
 
     b = build.build_kernel(config.load(lab_file), "dev", "lab")
-    obj, stamp = b.build_dir / "obj", b.build_dir / "obj" / ".gmemlab-built"
+    obj, stamp = b.build_dir / "obj", b.build_dir / "obj" / kmake.STAMP
     text = stamp.read_text()
-    assert build.kernel_up_to_date(tree, obj, stamp, text)
-    assert not build.kernel_up_to_date(tree, obj, stamp, text + " ")
+    assert kmake.kernel_up_to_date(tree, obj, stamp, text)
+    assert not kmake.kernel_up_to_date(tree, obj, stamp, text + " ")
     later = time.time() + 5
     os.utime(tree / "virt/kvm/guest_memfd.c", (later, later))
-    assert not build.kernel_up_to_date(tree, obj, stamp, text)
+    assert not kmake.kernel_up_to_date(tree, obj, stamp, text)
 
 
 def test_failed_build_leaves_a_failed_manifest(lab_file: Path, tree: Path) -> None:
@@ -136,7 +136,7 @@ def test_build_folders_share_one_depth(lab_file: Path) -> None:
     lab = config.load(lab_file)
     b = build.build_kernel(lab, "dev", "lab")
     assert b.build_dir.parent == cache_dir("builds")
-    env = build.build_env()
+    env = kmake.build_env()
     assert env["CCACHE_BASEDIR"] == str(cache_root())
     assert env["CCACHE_DIR"].startswith(str(cache_root()))
     assert env["KBUILD_BUILD_TIMESTAMP"] and env["KBUILD_BUILD_USER"] == "gmemlab"
@@ -168,32 +168,6 @@ def test_cli_config_failure_exit_code(lab_file: Path, capsys: pytest.CaptureFixt
     code = cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", "tdx"])
     assert code == 3
     assert "CONFIG_KVM_INTEL_TDX" in capsys.readouterr().err
-
-
-def test_load_build_rejects_missing_or_unfinished(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no manifest"):
-        build.load_build(tmp_path / "manifest.json")
-    (tmp_path / "manifest.json").write_text(json.dumps({"manifest_version": 1, "status": "x"}))
-    with pytest.raises(UserError, match="not a finished build"):
-        build.load_build(tmp_path / "manifest.json")
-
-
-# --- host checks ---------------------------------------------------------------------
-
-
-def test_missing_tools_one_message_with_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = shutil.which
-    monkeypatch.setattr(shutil, "which", lambda t: None if t in ("flex", "bc") else real(t))
-    with pytest.raises(UserError) as err:
-        build.check_host()
-    text = err.value.message
-    assert "flex" in text and "bc" in text and "make deps" in text
-
-
-def test_low_disk_space_is_infra_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 1))
-    with pytest.raises(InfraError, match="GiB free"):
-        build.check_host()
 
 
 # --- pieces --------------------------------------------------------------------------
