@@ -1,8 +1,10 @@
-"""Build stage: source -> verified config -> cached out-of-tree kernel + KVM selftests.
+"""Build stage: a BuildRequest (a source tree and a config set) -> a KernelBuild.
 
-Builds live under the cache, keyed by (source identity, final .config hash), so the
-matrix can share them and a second `lab build` finds everything up to date;
-`lab build` prints the manifest's path last.
+config -> verified .config -> kernel image -> uapi headers -> KVM selftests ->
+manifest.json, in a build folder under the cache keyed by (source identity, final
+.config hash), so the matrix can share builds and a second `lab build` finds everything
+up to date. prepare_request turns a lab.yaml kernel and config set into a request (it
+runs the source stage); `lab build` prints the manifest's path last.
 
 The pieces live beside it: hostcheck (can this host build), kmake (make, its
 environment and the up-to-date shortcut), manifest (the result and its record),
@@ -16,6 +18,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import arch, ccache, kconfig, kmake
@@ -31,32 +34,113 @@ from harness.source import SourceTree, prepare_source
 
 # KernelBuild and load_build are the stage's result type and its loader: callers that
 # build or reuse a build import them from here.
-__all__ = ["KernelBuild", "build_dir_for", "build_kernel", "configure_kernel", "load_build"]
+__all__ = [
+    "BuildRequest",
+    "KernelBuild",
+    "build_dir_for",
+    "build_kernel",
+    "configure",
+    "configure_kernel",
+    "load_build",
+    "prepare_request",
+]
 
 
-def build_kernel(lab: LabConfig, kernel: str, config_name: str) -> KernelBuild:
-    """Run source -> config -> build, printing progress; returns the finished build."""
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build, by value: a prepared source tree and a config set (no LabConfig)."""
+
+    kernel: str  # the lab.yaml kernel name or path: names the folder and the reproducer
+    config_name: str
+    tree: SourceTree
+    base: str  # the make target the config starts from (defconfig, ...)
+    fragments: tuple[Path, ...]
+    jobs: int = field(default_factory=_cpu_count)
+    # The source stage's time, so the manifest's durations still cover the whole build.
+    source_seconds: float = 0.0
+
+
+def prepare_request(lab: LabConfig, kernel: str, config_name: str) -> BuildRequest:
+    """The request for a lab.yaml kernel and config set.
+
+    Checks the host first, so a missing tool is named before a fetch that can take
+    minutes, then runs the source stage.
+    """
     check_host()
-    durations: dict[str, float] = {}
-    env = kmake.build_env()
-    tree, cfg = configure_kernel(lab, kernel, config_name, durations, env)
-    kconfig.require_verified(cfg, tree)
+    return _sourced(lab, kernel, config_name)
 
-    build_dir = build_dir_for(kernel, tree, cfg.hash)
+
+def configure_kernel(
+    lab: LabConfig, kernel: str, config_name: str
+) -> tuple[SourceTree, kconfig.KernelConfig]:
+    """The source and config stages (`lab build --config-only` stops here)."""
+    request = _sourced(lab, kernel, config_name)
+    return request.tree, configure(request, {}, kmake.build_env())
+
+
+def _sourced(lab: LabConfig, kernel: str, config_name: str) -> BuildRequest:
+    if config_name not in lab.configs:
+        known = ", ".join(sorted(lab.configs))
+        raise UserError(
+            f"unknown config set {config_name!r} (known: {known})",
+            "pass --config with a name from configs: in lab.yaml",
+        )
+    spec = lab.configs[config_name]
+    durations: dict[str, float] = {}
+    say(f"build {kernel}/{config_name}: source")
+    with timed(durations, "source"):
+        tree = prepare_source(lab, kernel)
+    say(f"  tree {tree.path} ({tree.describe}{', dirty' if tree.dirty else ''})")
+    return BuildRequest(
+        kernel=kernel,
+        config_name=config_name,
+        tree=tree,
+        base=spec.base,
+        fragments=tuple(lab.fragment_path(f) for f in spec.fragments),
+        source_seconds=durations["source"],
+    )
+
+
+def configure(
+    request: BuildRequest, durations: dict[str, float], env: dict[str, str]
+) -> kconfig.KernelConfig:
+    """The config stage for request (cached by its inputs), timed into durations."""
+    tree, base, fragments = request.tree, request.base, request.fragments
+    names = ", ".join(f.name for f in fragments)
+    say(f"build {request.kernel}/{request.config_name}: config {base} + {names}")
+    with timed(durations, "config"):
+        cfg_dir = cache_dir("configs", kconfig.inputs_key(tree, base, fragments)[:16])
+        with locked(cfg_dir.with_name(cfg_dir.name + ".lock"), f"config {cfg_dir.name}"):
+            cfg = kconfig.configure(tree, base, fragments, cfg_dir, env=env)
+    report_config(cfg, tree)
+    return cfg
+
+
+def build_kernel(request: BuildRequest) -> KernelBuild:
+    """config -> make -> headers -> selftests -> manifest, printing progress."""
+    durations = {"source": request.source_seconds}
+    env = kmake.build_env()
+    cfg = configure(request, durations, env)
+    kconfig.require_verified(cfg, request.tree)
+
+    build_dir = build_dir_for(request.kernel, request.tree, cfg.hash)
     lock = build_dir.with_name(build_dir.name + ".lock")
     with locked(lock, f"build folder {build_dir.name}"):
-        return _build_in(build_dir, kernel, config_name, tree, cfg, durations, env)
+        return _build_in(build_dir, request, cfg, durations, env)
 
 
 def _build_in(
     build_dir: Path,
-    kernel: str,
-    config_name: str,
-    tree: SourceTree,
+    request: BuildRequest,
     cfg: kconfig.KernelConfig,
     durations: dict[str, float],
     env: dict[str, str],
 ) -> KernelBuild:
+    tree = request.tree
     obj = build_dir / "obj"
     obj.mkdir(parents=True, exist_ok=True)
     kmake.install_config(cfg.path, obj / ".config")
@@ -64,8 +148,8 @@ def _build_in(
     say(f"  build folder {build_dir}\n  full make log: {log}")
 
     stats_before = ccache.stats(env)
-    jobs = str(os.cpu_count() or 1)
-    make = kmake.kernel_make(tree.path, obj, int(jobs))
+    jobs = str(request.jobs)
+    make = kmake.kernel_make(tree.path, obj, request.jobs)
     manifest = build_dir / "manifest.json"
     try:
         with timed(durations, "kernel"):
@@ -80,8 +164,8 @@ def _build_in(
     except LabError as exc:
         failed = failed_data(
             exc.what,
-            kernel=kernel,
-            config_name=config_name,
+            kernel=request.kernel,
+            config_name=request.config_name,
             build_dir=build_dir,
             tree=tree,
             cfg=cfg,
@@ -95,8 +179,8 @@ def _build_in(
     cc = ccache.summary(stats_before, ccache.stats(env))
 
     result = KernelBuild(
-        kernel=kernel,
-        config_name=config_name,
+        kernel=request.kernel,
+        config_name=request.config_name,
         build_dir=build_dir,
         bzimage=obj / arch.HOST.kernel_image_path,
         vmlinux=obj / "vmlinux",
@@ -116,40 +200,9 @@ def _build_in(
     )
     with timed(durations, "manifest"):
         write_manifest(result.manifest, manifest_data(result, tree, cfg, st, make, cc))
-    _link_latest(build_dir, config_name)
+    _link_latest(build_dir, request.config_name)
     report_build(result, st, cc)
     return result
-
-
-def configure_kernel(
-    lab: LabConfig,
-    kernel: str,
-    config_name: str,
-    durations: dict[str, float] | None = None,
-    env: dict[str, str] | None = None,
-) -> tuple[SourceTree, kconfig.KernelConfig]:
-    """The source and config stages (`lab build --config-only` stops here)."""
-    if config_name not in lab.configs:
-        known = ", ".join(sorted(lab.configs))
-        raise UserError(
-            f"unknown config set {config_name!r} (known: {known})",
-            "pass --config with a name from configs: in lab.yaml",
-        )
-    spec = lab.configs[config_name]
-    durations = {} if durations is None else durations
-    env = kmake.build_env() if env is None else env
-    say(f"build {kernel}/{config_name}: source")
-    with timed(durations, "source"):
-        tree = prepare_source(lab, kernel)
-    say(f"  tree {tree.path} ({tree.describe}{', dirty' if tree.dirty else ''})")
-    say(f"build {kernel}/{config_name}: config {spec.base} + {', '.join(spec.fragments)}")
-    fragments = tuple(lab.fragment_path(f) for f in spec.fragments)
-    with timed(durations, "config"):
-        cfg_dir = cache_dir("configs", kconfig.inputs_key(tree, spec.base, fragments)[:16])
-        with locked(cfg_dir.with_name(cfg_dir.name + ".lock"), f"config {cfg_dir.name}"):
-            cfg = kconfig.configure(tree, spec.base, fragments, cfg_dir, env=env)
-    report_config(cfg, tree)
-    return tree, cfg
 
 
 def build_dir_for(kernel: str, tree: SourceTree, config_hash: str) -> Path:

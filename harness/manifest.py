@@ -18,6 +18,8 @@ from harness.kmake import FIXED_ENV
 from harness.source import SourceTree, sha256_file
 
 MANIFEST_VERSION = 1
+# The phases that are make runs; the run's time accounting calls their sum "make".
+MAKE_PHASES = ("config", "kernel", "headers", "selftests")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class KernelBuild:
     driver: str | None = None
     unknown_symbols: tuple[str, ...] = ()
     durations: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def make_seconds(self) -> float:
+        """Seconds spent in make (config, kernel, headers, selftests); 0 for a build
+        loaded from a manifest that recorded none."""
+        return float(sum(v for k, v in self.durations.items() if k in MAKE_PHASES))
 
 
 def artifact(path: Path, root: Path) -> dict[str, object]:

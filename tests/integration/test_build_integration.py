@@ -34,7 +34,7 @@ def lab() -> config.LabConfig:
 
 @pytest.fixture(scope="module")
 def mainline(lab: config.LabConfig) -> build.KernelBuild:
-    return build.build_kernel(lab, "mainline", "lab")
+    return build.build_kernel(build.prepare_request(lab, "mainline", "lab"))
 
 
 def test_bzimage_and_config(mainline: build.KernelBuild, lab: config.LabConfig) -> None:
@@ -77,7 +77,7 @@ def test_selftests_static_x86_64(mainline: build.KernelBuild) -> None:
 
 def test_second_build_compiles_nothing(mainline: build.KernelBuild, lab: config.LabConfig) -> None:
     # How long this takes is bench/rebuild.py's business; here: nothing is compiled.
-    again = build.build_kernel(lab, "mainline", "lab")
+    again = build.build_kernel(build.prepare_request(lab, "mainline", "lab"))
     assert again.build_dir == mainline.build_dir
     cc = json.loads(again.manifest.read_text())["ccache"]
     # No compiler run: nothing missed the cache (hits, if any, are Makefile probes like
@@ -91,7 +91,7 @@ def test_touching_guest_memfd_rebuilds_only_it(
 ) -> None:
     tree = Path(json.loads(mainline.manifest.read_text())["source"]["path"])
     (tree / "virt" / "kvm" / "guest_memfd.c").touch()
-    again = build.build_kernel(lab, "mainline", "lab")
+    again = build.build_kernel(build.prepare_request(lab, "mainline", "lab"))
     compiled = [
         line.split()[-1]
         for line in again.log.read_text().splitlines()

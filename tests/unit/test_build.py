@@ -12,7 +12,7 @@ import pytest
 from harness import build, ccache, cli, config, kmake, kselftest_build
 from harness.errors import InfraError, UserError
 from harness.paths import cache_dir, cache_root
-from harness.source import prepare_source
+from harness.source import from_path, prepare_source
 from tests.unit.fake_kernel import LAB_FRAGMENT, elf, make_tree, write_lab
 
 
@@ -38,9 +38,13 @@ def compiles(b: build.KernelBuild) -> int:
     return len((b.build_dir / "obj" / "compile-count").read_text().splitlines())
 
 
+def build_kernel(lab: config.LabConfig, kernel: str, config_name: str) -> build.KernelBuild:
+    return build.build_kernel(build.prepare_request(lab, kernel, config_name))
+
+
 def test_build_produces_artifacts_selftests_and_manifest(lab_file: Path, tree: Path) -> None:
     lab = config.load(lab_file)
-    b = build.build_kernel(lab, "dev", "lab")
+    b = build_kernel(lab, "dev", "lab")
     for p in (b.bzimage, b.vmlinux, b.system_map, b.config, b.manifest):
         assert p.is_file(), p
     assert b.selftests == {
@@ -77,18 +81,36 @@ def test_build_produces_artifacts_selftests_and_manifest(lab_file: Path, tree: P
     assert loaded.selftests_dir == b.selftests_dir and loaded.config_hash == b.config_hash
 
 
+def test_stage_takes_a_request_by_value(tmp_path: Path, tree: Path) -> None:
+    # No lab.yaml: a tree, a base target, fragment files and a job count are enough.
+    frag = tmp_path / "lab.config"
+    frag.write_text(LAB_FRAGMENT)
+    request = build.BuildRequest(
+        kernel="dev",
+        config_name="lab",
+        tree=from_path("dev", tree),
+        base="defconfig",
+        fragments=(frag,),
+        jobs=1,
+    )
+    b = build.build_kernel(request)
+    assert b.bzimage.is_file() and b.selftests["guest_memfd_test"] == "built"
+    assert b.make_seconds > 0 and b.durations["source"] == 0.0
+    assert " -j1 " in json.loads(b.manifest.read_text())["reproduce"]["make"]
+
+
 def test_second_build_is_a_noop_and_an_edit_rebuilds(lab_file: Path, tree: Path) -> None:
     lab = config.load(lab_file)
-    first = build.build_kernel(lab, "dev", "lab")
+    first = build_kernel(lab, "dev", "lab")
     assert compiles(first) == 1
-    again = build.build_kernel(lab, "dev", "lab")
+    again = build_kernel(lab, "dev", "lab")
     assert again.build_dir == first.build_dir
     assert compiles(again) == 1  # nothing rebuilt
 
     # An edit in a developer's tree rebuilds incrementally in the same folder, and the
     # manifest records the tree as dirty with the diff's hash.
     (tree / "virt/kvm/guest_memfd.c").write_text("/* edited */\n")
-    edited = build.build_kernel(lab, "dev", "lab")
+    edited = build_kernel(lab, "dev", "lab")
     assert edited.dirty and edited.build_dir == first.build_dir
     assert compiles(edited) == 2
     data = json.loads(edited.manifest.read_text())
@@ -99,7 +121,7 @@ def test_up_to_date_check_sees_edits_and_changed_settings(lab_file: Path, tree: 
     import os
     import time
 
-    b = build.build_kernel(config.load(lab_file), "dev", "lab")
+    b = build_kernel(config.load(lab_file), "dev", "lab")
     obj, stamp = b.build_dir / "obj", b.build_dir / "obj" / kmake.STAMP
     text = stamp.read_text()
     assert kmake.kernel_up_to_date(tree, obj, stamp, text)
@@ -111,10 +133,10 @@ def test_up_to_date_check_sees_edits_and_changed_settings(lab_file: Path, tree: 
 
 def test_failed_build_leaves_a_failed_manifest(lab_file: Path, tree: Path) -> None:
     lab = config.load(lab_file)
-    good = build.build_kernel(lab, "dev", "lab")
+    good = build_kernel(lab, "dev", "lab")
     (tree / "virt/kvm/guest_memfd.c").write_text("BROKEN\n")
     with pytest.raises(InfraError) as err:
-        build.build_kernel(lab, "dev", "lab")
+        build_kernel(lab, "dev", "lab")
     assert "error: x" in err.value.message  # the log tail is quoted
     data = json.loads(good.manifest.read_text())
     assert data["status"] == "failed" and data["failed_phase"] == "kernel"
@@ -126,7 +148,7 @@ def test_failed_build_leaves_a_failed_manifest(lab_file: Path, tree: Path) -> No
 def test_git_source_builds_key_on_commit(tmp_path: Path, tree: Path) -> None:
     kernels = {"series": {"git": {"url": tree.as_uri(), "ref": "main"}}}
     lab = config.load(write_lab(tmp_path / "glab", kernels, {"lab": LAB_FRAGMENT}))
-    b = build.build_kernel(lab, "series", "lab")
+    b = build_kernel(lab, "series", "lab")
     assert b.commit == prepare_source(lab, "series").commit
     assert b.bzimage.is_file() and not b.dirty
 
@@ -134,7 +156,7 @@ def test_git_source_builds_key_on_commit(tmp_path: Path, tree: Path) -> None:
 def test_build_folders_share_one_depth(lab_file: Path) -> None:
     # CCACHE_BASEDIR makes paths relative to the build folder: equal depth => cache hits.
     lab = config.load(lab_file)
-    b = build.build_kernel(lab, "dev", "lab")
+    b = build_kernel(lab, "dev", "lab")
     assert b.build_dir.parent == cache_dir("builds")
     env = kmake.build_env()
     assert env["CCACHE_BASEDIR"] == str(cache_root())
@@ -145,14 +167,16 @@ def test_build_folders_share_one_depth(lab_file: Path) -> None:
 def test_config_that_does_not_land_fails_before_building(lab_file: Path) -> None:
     lab = config.load(lab_file)
     with pytest.raises(UserError) as err:
-        build.build_kernel(lab, "dev", "tdx")
+        build_kernel(lab, "dev", "tdx")
     assert "CONFIG_KVM_INTEL_TDX" in err.value.message
     assert not list(cache_dir("builds").iterdir())
 
 
 def test_unknown_config_set(lab_file: Path) -> None:
     with pytest.raises(UserError, match="unknown config set 'nope'"):
-        build.build_kernel(config.load(lab_file), "dev", "nope")
+        build.prepare_request(config.load(lab_file), "dev", "nope")
+    with pytest.raises(UserError, match="unknown config set 'nope'"):
+        build.configure_kernel(config.load(lab_file), "dev", "nope")
 
 
 def test_cli_last_line_is_manifest_path(lab_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

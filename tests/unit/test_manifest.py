@@ -1,4 +1,4 @@
-"""manifest: the reproducer, writing, and load_build's refusals.
+"""manifest: KernelBuild's make time, the reproducer, and load_build's refusals.
 
 A full write-and-load round trip is in test_build (it needs a finished build)."""
 
@@ -11,6 +11,35 @@ import pytest
 
 from harness import arch, manifest
 from harness.errors import UserError
+
+
+def kernel_build(durations: dict[str, float]) -> manifest.KernelBuild:
+    root = Path("/builds/dev-0123")
+    return manifest.KernelBuild(
+        kernel="dev",
+        config_name="lab",
+        build_dir=root,
+        bzimage=root / "obj" / arch.HOST.kernel_image_path,
+        vmlinux=root / "obj/vmlinux",
+        system_map=root / "obj/System.map",
+        config=root / "obj/.config",
+        config_hash="cafe",
+        commit="0123",
+        describe="v7.3",
+        dirty=False,
+        selftests_dir=root / "selftests",
+        selftests={},
+        manifest=root / "manifest.json",
+        log=root / "build.log",
+        durations=durations,
+    )
+
+
+def test_make_seconds_counts_only_make_phases() -> None:
+    durations = {"source": 30.0, "config": 1.0, "kernel": 2.5, "headers": 0.5}
+    b = kernel_build(durations | {"selftests": 1.0, "manifest": 0.25})
+    assert b.make_seconds == 5.0
+    assert kernel_build({}).make_seconds == 0.0
 
 
 def test_reproduce_record_names_fixed_env_and_image_target() -> None:
