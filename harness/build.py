@@ -8,7 +8,7 @@ runs the source stage); `lab build` prints the manifest's path last.
 
 The pieces live beside it: hostcheck (can this host build), kmake (make, its
 environment and the up-to-date shortcut), manifest (the result and its record),
-ccache (hit figures) and build_output (what the stage prints).
+ccache (this build's hit figures) and build_output (what the stage prints).
 """
 
 from __future__ import annotations
@@ -147,7 +147,8 @@ def _build_in(
     log = kmake.new_log(build_dir)
     say(f"  build folder {build_dir}\n  full make log: {log}")
 
-    stats_before = ccache.stats(env)
+    # This run's ccache figures only: another build may share the cache meanwhile.
+    env = ccache.with_stats_log(env, log.with_suffix(".ccache-stats.log"))
     jobs = str(request.jobs)
     make = kmake.kernel_make(tree.path, obj, request.jobs)
     manifest = build_dir / "manifest.json"
@@ -170,13 +171,13 @@ def _build_in(
             tree=tree,
             cfg=cfg,
             durations=durations,
-            cc=ccache.summary(stats_before, ccache.stats(env)),
+            cc=ccache.build_summary(env),
             log=log,
             make=make,
         )
         write_manifest(manifest, failed)
         raise
-    cc = ccache.summary(stats_before, ccache.stats(env))
+    cc = ccache.build_summary(env)
 
     result = KernelBuild(
         kernel=request.kernel,

@@ -1,6 +1,6 @@
 """Build stage against the fake tree: cache keys, no-op rebuilds, selftest statuses,
 manifest contents, the CLI's last line. The stage's pieces have their own files:
-test_hostcheck, test_kmake, test_manifest."""
+test_hostcheck, test_kmake, test_manifest, test_ccache."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import build, ccache, cli, config, kmake, kselftest_build
+from harness import build, cli, config, kmake, kselftest_build
 from harness.errors import InfraError, UserError
 from harness.paths import cache_dir, cache_root
 from harness.source import from_path, prepare_source
@@ -117,6 +117,29 @@ def test_second_build_is_a_noop_and_an_edit_rebuilds(lab_file: Path, tree: Path)
     assert data["source"]["dirty"] is True and data["source"]["diff_sha256"]
 
 
+def test_ccache_figures_count_only_this_build(lab_file: Path, tree: Path) -> None:
+    # The cache is shared: a compile by another build while this make runs (the fake
+    # tree's concurrent.c) reaches the cache but must not reach this build's manifest.
+    lab = config.load(lab_file)
+
+    def cc(b: build.KernelBuild) -> dict[str, object]:
+        data: dict[str, object] = json.loads(b.manifest.read_text())["ccache"]
+        return data
+
+    first = build_kernel(lab, "dev", "lab")
+    assert (cc(first)["hits"], cc(first)["misses"]) == (0, 1)  # guest_memfd.c, cold cache
+    noop = build_kernel(lab, "dev", "lab")
+    assert (cc(noop)["misses"], cc(noop)["hit_rate"]) == (0, "n/a (nothing compiled)")
+
+    (tree / "concurrent.c").write_text("int other_build;\n")
+    # Code, not a comment: a comment-only edit preprocesses alike and would be a hit.
+    (tree / "virt/kvm/guest_memfd.c").write_text("int edited;\n")
+    edited = build_kernel(lab, "dev", "lab")
+    assert (edited.build_dir / "obj" / "concurrent.o").is_file()  # the other compile ran
+    assert (cc(edited)["hits"], cc(edited)["misses"]) == (0, 1)
+    assert cc(edited)["cache_size_kib"] is not None
+
+
 def test_up_to_date_check_sees_edits_and_changed_settings(lab_file: Path, tree: Path) -> None:
     import os
     import time
@@ -215,15 +238,6 @@ def test_older_trees_x86_64_folder(tmp_path: Path) -> None:
     assert kselftest_build.tree_name(kdir, "x86/foo_test") == "x86_64/foo_test"
     (kdir / "x86").mkdir()
     assert kselftest_build.tree_name(kdir, "x86/foo_test") == "x86/foo_test"
-
-
-def test_ccache_summary() -> None:
-    before = {"direct_cache_hit": 10, "preprocessed_cache_hit": 0, "cache_miss": 5}
-    after = {"direct_cache_hit": 40, "preprocessed_cache_hit": 5, "cache_miss": 10}
-    s = ccache.summary(before, after)
-    assert (s["hits"], s["misses"], s["hit_rate"]) == (35, 5, "87.5%")
-    assert ccache.summary(after, after)["hit_rate"] == "n/a (nothing compiled)"
-    assert ccache.summary({}, {}) == {"available": False}
 
 
 def test_cache_lock_serialises_two_holders(tmp_path: Path) -> None:
