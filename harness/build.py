@@ -121,7 +121,11 @@ def configure(
 
 
 def build_kernel(request: BuildRequest) -> KernelBuild:
-    """config -> make -> headers -> selftests -> manifest, printing progress."""
+    """config -> make -> headers -> selftests -> manifest, printing progress.
+
+    The host was checked by prepare_request; a request made by hand skips that check
+    (tests, and callers that checked themselves).
+    """
     durations = {"source": request.source_seconds}
     env = kmake.build_env()
     cfg = configure(request, durations, env)
