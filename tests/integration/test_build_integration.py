@@ -83,6 +83,8 @@ def test_second_build_compiles_nothing(mainline: build.KernelBuild, lab: config.
     # No compiler run: nothing missed the cache (hits, if any, are Makefile probes like
     # cc-option answered from the cache), and the make log names no compiled object.
     assert cc["misses"] == 0, cc
+    # Counted from this run's own stats log, so a build beside it cannot add misses.
+    assert again.log.with_suffix(".ccache-stats.log").is_file()
     assert not [ln for ln in again.log.read_text().splitlines() if ln.startswith("  CC ")]
 
 
