@@ -59,9 +59,10 @@ def find_vng() -> Path | None:
 
 
 def default_bzimage(lab: config.LabConfig) -> Path:
-    from harness.build import build_kernel
+    from harness.build import build_kernel, prepare_request
 
-    return Path(build_kernel(lab, lab.defaults.kernel, lab.defaults.config).bzimage)
+    request = prepare_request(lab, lab.defaults.kernel, lab.defaults.config)
+    return Path(build_kernel(request).bzimage)
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str, int]:

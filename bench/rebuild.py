@@ -28,7 +28,7 @@ from harness import build, config  # noqa: E402
 def timed_build(lab: config.LabConfig, kernel: str, config_name: str) -> tuple[float, int]:
     """Seconds for one build_kernel, and how many objects its make log compiled."""
     start = time.monotonic()
-    result = build.build_kernel(lab, kernel, config_name)
+    result = build.build_kernel(build.prepare_request(lab, kernel, config_name))
     seconds = time.monotonic() - start
     compiled = sum(1 for ln in result.log.read_text().splitlines() if ln.startswith("  CC "))
     return seconds, compiled
@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     lab = config.load()
-    first = build.build_kernel(lab, args.kernel, args.config)
+    first = build.build_kernel(build.prepare_request(lab, args.kernel, args.config))
     tree = Path(json.loads(first.manifest.read_text())["source"]["path"])
     target = tree / "virt" / "kvm" / "guest_memfd.c"
     figures: dict[str, list[tuple[float, int]]] = {"no-op": [], "touch guest_memfd.c": []}

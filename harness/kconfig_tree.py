@@ -3,8 +3,8 @@
 The config stage needs two answers the final .config cannot give: "does this tree know
 CONFIG_X at all?" (series-only symbols on mainline) and "why did X not take the value
 asked for?" (its unmet `depends on`, including enclosing `if` blocks and menus). Only
-the files reachable from the top-level Kconfig for x86 are read, so another
-architecture's symbols do not count as known.
+the files reachable from the top-level Kconfig for the lab's architecture (arch.HOST)
+are read, so another architecture's symbols do not count as known.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-ARCH_VARS = {"SRCARCH": "x86", "ARCH": "x86", "HEADER_ARCH": "x86"}
+from harness import arch
+
+# What `source "arch/$(SRCARCH)/Kconfig"` and friends expand to.
+ARCH_VARS = dict.fromkeys(("SRCARCH", "ARCH", "HEADER_ARCH"), arch.HOST.kbuild_arch)
 _SOURCE = re.compile(r'^(o?r?source|r?osource)\s+"([^"]+)"')
 _ENTRY = re.compile(r"^(menuconfig|config)\s+([A-Za-z0-9_]+)\s*$")
 _PROMPT = re.compile(r'^(bool|tristate|string|int|hex|prompt|def_bool|def_tristate)\s+"')

@@ -93,13 +93,6 @@ def _qemu_version(qemu: str) -> str:
     return out.stdout.splitlines()[0] if out.stdout else "unknown"
 
 
-def _make_seconds(build: Any) -> float:
-    durations = getattr(build, "durations", {}) or {}
-    return float(
-        sum(v for k, v in durations.items() if k in ("config", "kernel", "headers", "selftests"))
-    )
-
-
 class Run:
     def __init__(self, lab: LabConfig, req: RunRequest, progress: Progress) -> None:
         self.lab, self.req, self.p = lab, req, progress
@@ -131,9 +124,10 @@ class Run:
                 self.build = None
         else:
             with self.stage("build", f"{self.req.kernel}/{self.req.config}") as entry:
-                self.build = build.build_kernel(self.lab, self.req.kernel, self.req.config)
+                request = build.prepare_request(self.lab, self.req.kernel, self.req.config)
+                self.build = build.build_kernel(request)
                 entry["note"] = f"({self.build.describe})"
-            self.rec.account("make", _make_seconds(self.build))
+            self.rec.account("make", self.build.make_seconds)
         b = self.build
         if b is not None:
             self.rec.environment(

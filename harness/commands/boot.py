@@ -54,10 +54,10 @@ def resolve_bzimage(args: argparse.Namespace, lab: LabConfig) -> Path:
         if not args.bzimage.is_file():
             raise UserError(f"--bzimage {args.bzimage}: no such file", "give a kernel image")
         return Path(args.bzimage)
-    from harness.build import build_kernel  # cached: only builds what is missing
+    from harness.build import build_kernel, prepare_request  # cached: builds what is missing
 
     kernel = args.kernel or lab.defaults.kernel
-    build = build_kernel(lab, kernel, args.config or lab.defaults.config)
+    build = build_kernel(prepare_request(lab, kernel, args.config or lab.defaults.config))
     return Path(build.bzimage)
 
 

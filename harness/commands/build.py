@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.build import build_kernel, configure_kernel
+from harness.build import build_kernel, configure_kernel, prepare_request
 from harness.config import LabConfig
 from harness.kconfig import require_verified
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         require_verified(cfg, tree)
         print(cfg.path, flush=True)
         return 0
-    build = build_kernel(lab, kernel, config_name)
+    build = build_kernel(prepare_request(lab, kernel, config_name))
     # Scripts read the last line: keep it the bare path.
     print(build.manifest, flush=True)
     return 0

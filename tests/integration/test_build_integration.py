@@ -34,7 +34,7 @@ def lab() -> config.LabConfig:
 
 @pytest.fixture(scope="module")
 def mainline(lab: config.LabConfig) -> build.KernelBuild:
-    return build.build_kernel(lab, "mainline", "lab")
+    return build.build_kernel(build.prepare_request(lab, "mainline", "lab"))
 
 
 def test_bzimage_and_config(mainline: build.KernelBuild, lab: config.LabConfig) -> None:
@@ -77,12 +77,14 @@ def test_selftests_static_x86_64(mainline: build.KernelBuild) -> None:
 
 def test_second_build_compiles_nothing(mainline: build.KernelBuild, lab: config.LabConfig) -> None:
     # How long this takes is bench/rebuild.py's business; here: nothing is compiled.
-    again = build.build_kernel(lab, "mainline", "lab")
+    again = build.build_kernel(build.prepare_request(lab, "mainline", "lab"))
     assert again.build_dir == mainline.build_dir
     cc = json.loads(again.manifest.read_text())["ccache"]
     # No compiler run: nothing missed the cache (hits, if any, are Makefile probes like
     # cc-option answered from the cache), and the make log names no compiled object.
     assert cc["misses"] == 0, cc
+    # Counted from this run's own stats log, so a build beside it cannot add misses.
+    assert again.log.with_suffix(".ccache-stats.log").is_file()
     assert not [ln for ln in again.log.read_text().splitlines() if ln.startswith("  CC ")]
 
 
@@ -91,7 +93,7 @@ def test_touching_guest_memfd_rebuilds_only_it(
 ) -> None:
     tree = Path(json.loads(mainline.manifest.read_text())["source"]["path"])
     (tree / "virt" / "kvm" / "guest_memfd.c").touch()
-    again = build.build_kernel(lab, "mainline", "lab")
+    again = build.build_kernel(build.prepare_request(lab, "mainline", "lab"))
     compiled = [
         line.split()[-1]
         for line in again.log.read_text().splitlines()

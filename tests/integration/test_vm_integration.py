@@ -39,9 +39,9 @@ def bzimage(lab: config.LabConfig) -> Path:
     given = os.environ.get("LAB_BZIMAGE")
     if given:
         return Path(given)
-    from harness.build import build_kernel
+    from harness.build import build_kernel, prepare_request
 
-    return Path(build_kernel(lab, "mainline", "lab").bzimage)
+    return Path(build_kernel(prepare_request(lab, "mainline", "lab")).bzimage)
 
 
 @pytest.fixture(scope="module")

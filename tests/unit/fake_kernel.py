@@ -1,11 +1,14 @@
 """A fake kernel tree: just enough Makefile, Kconfig and merge_config.sh for the stages.
 
-Nothing is compiled. `make bzImage` "links" by concatenating .config and
-virt/kvm/guest_memfd.c, and counts each run in $(O)/compile-count, so tests can tell a
-no-op rebuild from a real one. olddefconfig is a tiny independent resolver (single-
-symbol `depends on`, unknown symbols dropped) so the lab's own Kconfig reader is not
-its own oracle. The selftests Makefile copies a hand-made static x86-64 ELF, and fails
-for a test whose source contains FAIL.
+`make bzImage` compiles one file, virt/kvm/guest_memfd.c, through $(CC) (the lab passes
+"ccache gcc", so ccache's figures are real), "links" by concatenating .config and that
+file, and counts each run in $(O)/compile-count, so tests can tell a no-op rebuild from
+a real one. A concurrent.c at the top of the tree is compiled into the same ccache
+without this build's stats log: another build sharing the cache while this make runs.
+olddefconfig is a tiny independent resolver (single-symbol `depends on`, unknown
+symbols dropped) so the lab's own Kconfig reader is not its own oracle. The selftests
+Makefile copies a hand-made static x86-64 ELF, and fails for a test whose source
+contains FAIL.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ $(O)/arch/x86/boot/bzImage: $(O)/.config $(CURDIR)/virt/kvm/guest_memfd.c
 \techo "  CC      virt/kvm/guest_memfd.o"
 \tif grep -q BROKEN $(CURDIR)/virt/kvm/guest_memfd.c; then \\
 \t    echo "guest_memfd.c:1: error: x" >&2; exit 2; fi
+\t$(CC) -c $(CURDIR)/virt/kvm/guest_memfd.c -o $(O)/guest_memfd.o
+\tif [ -f $(CURDIR)/concurrent.c ]; then \\
+\t    env -u CCACHE_STATSLOG ccache gcc -c $(CURDIR)/concurrent.c -o $(O)/concurrent.o; fi
 \techo compiled >> $(O)/compile-count
 \tcat $^ > $(O)/vmlinux
 \tcp $(O)/vmlinux $@

@@ -1,18 +1,18 @@
 """Build stage against the fake tree: cache keys, no-op rebuilds, selftest statuses,
-manifest contents, the CLI's last line, and the host checks' messages."""
+manifest contents, the CLI's last line. The stage's pieces have their own files:
+test_hostcheck, test_kmake, test_manifest, test_ccache."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from harness import build, ccache, cli, config, kselftest_build
+from harness import build, cli, config, kmake, kselftest_build
 from harness.errors import InfraError, UserError
 from harness.paths import cache_dir, cache_root
-from harness.source import prepare_source
+from harness.source import from_path, prepare_source
 from tests.unit.fake_kernel import LAB_FRAGMENT, elf, make_tree, write_lab
 
 
@@ -38,9 +38,13 @@ def compiles(b: build.KernelBuild) -> int:
     return len((b.build_dir / "obj" / "compile-count").read_text().splitlines())
 
 
+def build_kernel(lab: config.LabConfig, kernel: str, config_name: str) -> build.KernelBuild:
+    return build.build_kernel(build.prepare_request(lab, kernel, config_name))
+
+
 def test_build_produces_artifacts_selftests_and_manifest(lab_file: Path, tree: Path) -> None:
     lab = config.load(lab_file)
-    b = build.build_kernel(lab, "dev", "lab")
+    b = build_kernel(lab, "dev", "lab")
     for p in (b.bzimage, b.vmlinux, b.system_map, b.config, b.manifest):
         assert p.is_file(), p
     assert b.selftests == {
@@ -77,44 +81,86 @@ def test_build_produces_artifacts_selftests_and_manifest(lab_file: Path, tree: P
     assert loaded.selftests_dir == b.selftests_dir and loaded.config_hash == b.config_hash
 
 
+def test_stage_takes_a_request_by_value(tmp_path: Path, tree: Path) -> None:
+    # No lab.yaml: a tree, a base target, fragment files and a job count are enough.
+    frag = tmp_path / "lab.config"
+    frag.write_text(LAB_FRAGMENT)
+    request = build.BuildRequest(
+        kernel="dev",
+        config_name="lab",
+        tree=from_path("dev", tree),
+        base="defconfig",
+        fragments=(frag,),
+        jobs=1,
+        selftests=("guest_memfd_test",),
+    )
+    b = build.build_kernel(request)
+    assert b.bzimage.is_file() and b.selftests["guest_memfd_test"] == "built"
+    assert b.make_seconds > 0 and b.durations["source"] == 0.0
+    assert " -j1 " in json.loads(b.manifest.read_text())["reproduce"]["make"]
+
+
 def test_second_build_is_a_noop_and_an_edit_rebuilds(lab_file: Path, tree: Path) -> None:
     lab = config.load(lab_file)
-    first = build.build_kernel(lab, "dev", "lab")
+    first = build_kernel(lab, "dev", "lab")
     assert compiles(first) == 1
-    again = build.build_kernel(lab, "dev", "lab")
+    again = build_kernel(lab, "dev", "lab")
     assert again.build_dir == first.build_dir
     assert compiles(again) == 1  # nothing rebuilt
 
     # An edit in a developer's tree rebuilds incrementally in the same folder, and the
     # manifest records the tree as dirty with the diff's hash.
     (tree / "virt/kvm/guest_memfd.c").write_text("/* edited */\n")
-    edited = build.build_kernel(lab, "dev", "lab")
+    edited = build_kernel(lab, "dev", "lab")
     assert edited.dirty and edited.build_dir == first.build_dir
     assert compiles(edited) == 2
     data = json.loads(edited.manifest.read_text())
     assert data["source"]["dirty"] is True and data["source"]["diff_sha256"]
 
 
+def test_ccache_figures_count_only_this_build(lab_file: Path, tree: Path) -> None:
+    # The cache is shared: a compile by another build while this make runs (the fake
+    # tree's concurrent.c) reaches the cache but must not reach this build's manifest.
+    lab = config.load(lab_file)
+
+    def cc(b: build.KernelBuild) -> dict[str, object]:
+        data: dict[str, object] = json.loads(b.manifest.read_text())["ccache"]
+        return data
+
+    first = build_kernel(lab, "dev", "lab")
+    assert (cc(first)["hits"], cc(first)["misses"]) == (0, 1)  # guest_memfd.c, cold cache
+    noop = build_kernel(lab, "dev", "lab")
+    assert (cc(noop)["misses"], cc(noop)["hit_rate"]) == (0, "n/a (nothing compiled)")
+
+    (tree / "concurrent.c").write_text("int other_build;\n")
+    # Code, not a comment: a comment-only edit preprocesses alike and would be a hit.
+    (tree / "virt/kvm/guest_memfd.c").write_text("int edited;\n")
+    edited = build_kernel(lab, "dev", "lab")
+    assert (edited.build_dir / "obj" / "concurrent.o").is_file()  # the other compile ran
+    assert (cc(edited)["hits"], cc(edited)["misses"]) == (0, 1)
+    assert cc(edited)["cache_size_kib"] is not None
+
+
 def test_up_to_date_check_sees_edits_and_changed_settings(lab_file: Path, tree: Path) -> None:
     import os
     import time
 
-    b = build.build_kernel(config.load(lab_file), "dev", "lab")
-    obj, stamp = b.build_dir / "obj", b.build_dir / "obj" / ".gmemlab-built"
+    b = build_kernel(config.load(lab_file), "dev", "lab")
+    obj, stamp = b.build_dir / "obj", b.build_dir / "obj" / kmake.STAMP
     text = stamp.read_text()
-    assert build.kernel_up_to_date(tree, obj, stamp, text)
-    assert not build.kernel_up_to_date(tree, obj, stamp, text + " ")
+    assert kmake.kernel_up_to_date(tree, obj, stamp, text)
+    assert not kmake.kernel_up_to_date(tree, obj, stamp, text + " ")
     later = time.time() + 5
     os.utime(tree / "virt/kvm/guest_memfd.c", (later, later))
-    assert not build.kernel_up_to_date(tree, obj, stamp, text)
+    assert not kmake.kernel_up_to_date(tree, obj, stamp, text)
 
 
 def test_failed_build_leaves_a_failed_manifest(lab_file: Path, tree: Path) -> None:
     lab = config.load(lab_file)
-    good = build.build_kernel(lab, "dev", "lab")
+    good = build_kernel(lab, "dev", "lab")
     (tree / "virt/kvm/guest_memfd.c").write_text("BROKEN\n")
     with pytest.raises(InfraError) as err:
-        build.build_kernel(lab, "dev", "lab")
+        build_kernel(lab, "dev", "lab")
     assert "error: x" in err.value.message  # the log tail is quoted
     data = json.loads(good.manifest.read_text())
     assert data["status"] == "failed" and data["failed_phase"] == "kernel"
@@ -126,7 +172,7 @@ def test_failed_build_leaves_a_failed_manifest(lab_file: Path, tree: Path) -> No
 def test_git_source_builds_key_on_commit(tmp_path: Path, tree: Path) -> None:
     kernels = {"series": {"git": {"url": tree.as_uri(), "ref": "main"}}}
     lab = config.load(write_lab(tmp_path / "glab", kernels, {"lab": LAB_FRAGMENT}))
-    b = build.build_kernel(lab, "series", "lab")
+    b = build_kernel(lab, "series", "lab")
     assert b.commit == prepare_source(lab, "series").commit
     assert b.bzimage.is_file() and not b.dirty
 
@@ -134,9 +180,9 @@ def test_git_source_builds_key_on_commit(tmp_path: Path, tree: Path) -> None:
 def test_build_folders_share_one_depth(lab_file: Path) -> None:
     # CCACHE_BASEDIR makes paths relative to the build folder: equal depth => cache hits.
     lab = config.load(lab_file)
-    b = build.build_kernel(lab, "dev", "lab")
+    b = build_kernel(lab, "dev", "lab")
     assert b.build_dir.parent == cache_dir("builds")
-    env = build.build_env()
+    env = kmake.build_env()
     assert env["CCACHE_BASEDIR"] == str(cache_root())
     assert env["CCACHE_DIR"].startswith(str(cache_root()))
     assert env["KBUILD_BUILD_TIMESTAMP"] and env["KBUILD_BUILD_USER"] == "gmemlab"
@@ -145,14 +191,16 @@ def test_build_folders_share_one_depth(lab_file: Path) -> None:
 def test_config_that_does_not_land_fails_before_building(lab_file: Path) -> None:
     lab = config.load(lab_file)
     with pytest.raises(UserError) as err:
-        build.build_kernel(lab, "dev", "tdx")
+        build_kernel(lab, "dev", "tdx")
     assert "CONFIG_KVM_INTEL_TDX" in err.value.message
     assert not list(cache_dir("builds").iterdir())
 
 
 def test_unknown_config_set(lab_file: Path) -> None:
     with pytest.raises(UserError, match="unknown config set 'nope'"):
-        build.build_kernel(config.load(lab_file), "dev", "nope")
+        build.prepare_request(config.load(lab_file), "dev", "nope")
+    with pytest.raises(UserError, match="unknown config set 'nope'"):
+        build.configure_kernel(config.load(lab_file), "dev", "nope")
 
 
 def test_cli_last_line_is_manifest_path(lab_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -168,32 +216,6 @@ def test_cli_config_failure_exit_code(lab_file: Path, capsys: pytest.CaptureFixt
     code = cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", "tdx"])
     assert code == 3
     assert "CONFIG_KVM_INTEL_TDX" in capsys.readouterr().err
-
-
-def test_load_build_rejects_missing_or_unfinished(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no manifest"):
-        build.load_build(tmp_path / "manifest.json")
-    (tmp_path / "manifest.json").write_text(json.dumps({"manifest_version": 1, "status": "x"}))
-    with pytest.raises(UserError, match="not a finished build"):
-        build.load_build(tmp_path / "manifest.json")
-
-
-# --- host checks ---------------------------------------------------------------------
-
-
-def test_missing_tools_one_message_with_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = shutil.which
-    monkeypatch.setattr(shutil, "which", lambda t: None if t in ("flex", "bc") else real(t))
-    with pytest.raises(UserError) as err:
-        build.check_host()
-    text = err.value.message
-    assert "flex" in text and "bc" in text and "make deps" in text
-
-
-def test_low_disk_space_is_infra_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 1))
-    with pytest.raises(InfraError, match="GiB free"):
-        build.check_host()
 
 
 # --- pieces --------------------------------------------------------------------------
@@ -217,15 +239,6 @@ def test_older_trees_x86_64_folder(tmp_path: Path) -> None:
     assert kselftest_build.tree_name(kdir, "x86/foo_test") == "x86_64/foo_test"
     (kdir / "x86").mkdir()
     assert kselftest_build.tree_name(kdir, "x86/foo_test") == "x86/foo_test"
-
-
-def test_ccache_summary() -> None:
-    before = {"direct_cache_hit": 10, "preprocessed_cache_hit": 0, "cache_miss": 5}
-    after = {"direct_cache_hit": 40, "preprocessed_cache_hit": 5, "cache_miss": 10}
-    s = ccache.summary(before, after)
-    assert (s["hits"], s["misses"], s["hit_rate"]) == (35, 5, "87.5%")
-    assert ccache.summary(after, after)["hit_rate"] == "n/a (nothing compiled)"
-    assert ccache.summary({}, {}) == {"available": False}
 
 
 def test_cache_lock_serialises_two_holders(tmp_path: Path) -> None:

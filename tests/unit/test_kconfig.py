@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import kconfig, kconfig_tree
+from harness import arch, kconfig, kconfig_tree
 from harness.errors import UserError
 from harness.source import SourceTree, from_path
 from tests.unit.fake_kernel import LAB_FRAGMENT, make_tree
@@ -132,6 +132,11 @@ def test_reader_follows_source_if_blocks_and_skips_help(tmp_path: Path) -> None:
     assert d.conditions == ["VIRTUALIZATION", "KVM", "EXPERT"]
     assert d.has_prompt
     assert not kt.definitions["CONTIG_ALLOC"][0].has_prompt
+
+
+def test_reader_expands_arch_variables_for_the_lab_arch() -> None:
+    wanted = dict.fromkeys(("SRCARCH", "ARCH", "HEADER_ARCH"), arch.HOST.kbuild_arch)
+    assert wanted == kconfig_tree.ARCH_VARS
 
 
 def test_explain_names_enclosing_if(tmp_path: Path) -> None:

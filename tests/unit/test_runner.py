@@ -34,7 +34,9 @@ class Harness:
         )
         self.remote = FakeRemote(script)
         self.machines: list[FakeMachine] = []
-        monkeypatch.setattr(build, "build_kernel", lambda lab, k, c: self.build)
+        # The source stage would fetch the real lab.yaml kernel: fake both halves.
+        monkeypatch.setattr(build, "prepare_request", lambda lab, k, c: None)
+        monkeypatch.setattr(build, "build_kernel", lambda request: self.build)
         monkeypatch.setattr(image, "ensure_image", lambda lab: FakeImage())
 
         def boot(lab: Any, bz: Path, img: Any, run_dir: Path, **kw: Any) -> FakeMachine:
