@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from harness import crash, junit, printk, report, suites
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import InfraError, LabError, UserError
 from harness.paths import REPO_ROOT
+from harness.qemu.version import version_line
 from harness.remote import Endpoint, Remote
 from harness.results import EXIT_USER, Outcome, Recorder, TestResult
 
@@ -120,14 +120,6 @@ def dmesg_verdict(lines: list[str]) -> TestResult | None:
 # --- the run ---------------------------------------------------------------------------
 
 
-def _qemu_version(qemu: str) -> str:
-    try:
-        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-    return out.stdout.splitlines()[0] if out.stdout else "unknown"
-
-
 def _make_seconds(build: Any) -> float:
     durations = getattr(build, "durations", {}) or {}
     return float(
@@ -207,7 +199,7 @@ class Run:
         self.rec.account("boot", float(m.boot_seconds))
         (cell / "qemu-cmdline.txt").write_text(shlex.join(str(a) for a in m.qemu_argv) + "\n")
         self.rec.environment(
-            qemu_version=_qemu_version(self.lab.vm.qemu),
+            qemu_version=version_line(self.lab.vm.qemu),
             accelerator=m.accel,
             cpu_model=m.cpu_model,
             nested=f"{m.nested} ({getattr(m, 'nested_info', None) and m.nested_info.detail})",

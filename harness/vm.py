@@ -27,13 +27,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
-from harness import accel as accel_mod
-from harness import crash, keys, qmp
+from harness import crash, keys
 from harness.config import LabConfig, VmSpec
 from harness.errors import InfraError
 from harness.image import Image
 from harness.paths import cache_dir
 from harness.proc import kill_group, require_tools, tail
+from harness.qemu import accel as accel_mod
+from harness.qemu import qmp
 
 # paramiko logs every failed connection attempt with a traceback while sshd starts;
 # the lab reports connection failures itself.

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import accel, config, vm
+from harness import config, vm
 from harness.errors import InfraError
 from harness.image import Image
+from harness.qemu import accel
 
 TCG = accel.Accel("tcg", "max", ("-accel", "tcg", "-cpu", "max"), "KVM unusable: test")
 
