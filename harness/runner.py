@@ -21,8 +21,9 @@ from harness import crash, junit, printk, report, suites
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import InfraError, LabError, UserError
 from harness.paths import REPO_ROOT
+from harness.qemu.machine import OVERLAY, QMP_SOCKET, ssh_endpoint
 from harness.qemu.version import version_line
-from harness.remote import Endpoint, Remote
+from harness.remote import Remote
 from harness.results import EXIT_USER, Outcome, Recorder, TestResult
 
 
@@ -181,7 +182,8 @@ class Run:
         return Path(self.build.bzimage)
 
     def do_boot(self, stack: contextlib.ExitStack) -> None:
-        from harness import image, vm
+        from harness import image
+        from harness.qemu.boot import boot
 
         with self.stage("image") as entry:
             img = image.ensure_image(self.lab)
@@ -191,7 +193,7 @@ class Run:
         cell = self.rec.cell_dir
         with self.stage("boot") as entry:
             self.machine = stack.enter_context(
-                vm.boot(self.lab, self.bzimage(), img, cell, tether=True)
+                boot(self.lab, self.bzimage(), img, cell, tether=True)
             )
             m = self.machine
             entry["note"] = f"({m.accel}, nested={m.nested}, boot {m.boot_seconds:.1f}s)"
@@ -209,13 +211,7 @@ class Run:
 
     def do_connect(self, stack: contextlib.ExitStack, chosen: dict[str, SuiteSpec]) -> None:
         m = self.machine
-        endpoint = Endpoint(
-            host=m.ssh_host,
-            port=m.ssh_port,
-            user=m.user,
-            key_file=Path(self.img.client_key),
-            host_key_line=self.img.host_key_line,
-        )
+        endpoint = ssh_endpoint(m)
         with self.stage("push") as entry:
             self.remote = stack.enter_context(Remote(endpoint))
             self.remote.connect(deadline_s=float(self.lab.vm.boot_timeout_s))
@@ -347,7 +343,7 @@ class Run:
                 if console.exists() and console.resolve() != target.resolve():
                     target.write_bytes(console.read_bytes())
         # The throwaway disk overlay and QMP socket are not results.
-        for junk in ("disk.qcow2", "qmp.sock"):
+        for junk in (OVERLAY, QMP_SOCKET):
             with contextlib.suppress(OSError):
                 if m is None or not m.alive():
                     (cell / junk).unlink(missing_ok=True)
