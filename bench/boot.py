@@ -36,8 +36,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness import accel, config  # noqa: E402
+from harness import config  # noqa: E402
 from harness.paths import cache_root  # noqa: E402
+from harness.qemu import accel  # noqa: E402
+from harness.qemu.version import qemu_version  # noqa: E402
 
 LAB = REPO / ".venv" / "bin" / "lab"
 UP_LINE = re.compile(r"lab VM up in ([\d.]+)s")
@@ -85,7 +87,7 @@ def machine(lab: config.LabConfig, use_kvm: bool) -> dict[str, str]:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    version = ".".join(str(v) for v in accel.qemu_version(lab.vm.qemu))
+    version = ".".join(str(v) for v in qemu_version(lab.vm.qemu))
     return {
         "cpu": cpu,
         "cores": str(os.cpu_count()),

@@ -1,6 +1,6 @@
 """Kernel crash patterns: the one place that decides what on a console or in dmesg is a crash.
 
-Used on the serial console while a VM boots and runs (harness/vm.py) and on dmesg after
+Used on the serial console while a VM boots and runs (harness/qemu/) and on dmesg after
 a suite (the results stage). Every line is checked against the patterns in order and
 gets at most one kind, so "BUG: KASAN: ..." is a KASAN report, not also a plain BUG.
 Tested against real console logs in tests/unit/golden/console/.

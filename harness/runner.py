@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +21,9 @@ from harness import crash, junit, report, suites
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import InfraError, LabError, UserError
 from harness.paths import REPO_ROOT
-from harness.remote import Endpoint, Remote
+from harness.qemu.machine import OVERLAY, QMP_SOCKET, ssh_endpoint
+from harness.qemu.version import version_line
+from harness.remote import Remote
 from harness.results import EXIT_USER, Outcome, Recorder, TestResult
 from harness.suites.dmesg import dmesg_verdict, new_dmesg_lines
 
@@ -85,14 +86,6 @@ class Progress:
 # --- the run ---------------------------------------------------------------------------
 
 
-def _qemu_version(qemu: str) -> str:
-    try:
-        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-    return out.stdout.splitlines()[0] if out.stdout else "unknown"
-
-
 class Run:
     def __init__(self, lab: LabConfig, req: RunRequest, progress: Progress) -> None:
         self.lab, self.req, self.p = lab, req, progress
@@ -148,7 +141,8 @@ class Run:
         return Path(self.build.bzimage)
 
     def do_boot(self, stack: contextlib.ExitStack) -> None:
-        from harness import image, vm
+        from harness import image
+        from harness.qemu.boot import boot
 
         with self.stage("image") as entry:
             img = image.ensure_image(self.lab)
@@ -158,7 +152,7 @@ class Run:
         cell = self.rec.cell_dir
         with self.stage("boot") as entry:
             self.machine = stack.enter_context(
-                vm.boot(self.lab, self.bzimage(), img, cell, tether=True)
+                boot(self.lab, self.bzimage(), img, cell, tether=True)
             )
             m = self.machine
             entry["note"] = f"({m.accel}, nested={m.nested}, boot {m.boot_seconds:.1f}s)"
@@ -166,7 +160,7 @@ class Run:
         self.rec.account("boot", float(m.boot_seconds))
         (cell / "qemu-cmdline.txt").write_text(shlex.join(str(a) for a in m.qemu_argv) + "\n")
         self.rec.environment(
-            qemu_version=_qemu_version(self.lab.vm.qemu),
+            qemu_version=version_line(self.lab.vm.qemu),
             accelerator=m.accel,
             cpu_model=m.cpu_model,
             nested=f"{m.nested} ({getattr(m, 'nested_info', None) and m.nested_info.detail})",
@@ -176,13 +170,7 @@ class Run:
 
     def do_connect(self, stack: contextlib.ExitStack, chosen: dict[str, SuiteSpec]) -> None:
         m = self.machine
-        endpoint = Endpoint(
-            host=m.ssh_host,
-            port=m.ssh_port,
-            user=m.user,
-            key_file=Path(self.img.client_key),
-            host_key_line=self.img.host_key_line,
-        )
+        endpoint = ssh_endpoint(m)
         with self.stage("push") as entry:
             self.remote = stack.enter_context(Remote(endpoint))
             self.remote.connect(deadline_s=float(self.lab.vm.boot_timeout_s))
@@ -314,7 +302,7 @@ class Run:
                 if console.exists() and console.resolve() != target.resolve():
                     target.write_bytes(console.read_bytes())
         # The throwaway disk overlay and QMP socket are not results.
-        for junk in ("disk.qcow2", "qmp.sock"):
+        for junk in (OVERLAY, QMP_SOCKET):
             with contextlib.suppress(OSError):
                 if m is None or not m.alive():
                     (cell / junk).unlink(missing_ok=True)

@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from harness import crash, session, vm
+from harness import crash, session
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
 from harness.image import ensure_image
 from harness.paths import cache_dir
+from harness.qemu import detached, nested
+from harness.qemu.boot import boot
+from harness.qemu.machine import Machine, discard_overlay, ssh_endpoint
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,14 +71,14 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     if args.init:
         lab = lab.model_copy(update={"vm": lab.vm.model_copy(update={"init": args.init})})
     detach = args.detach or (not cmd and not sys.stdin.isatty())
-    if detach and vm.load_state() is not None:
+    if detach and detached.load_state() is not None:
         raise UserError("a detached lab VM is already running", "`lab ssh` to it, or `lab stop`")
     signal.signal(signal.SIGTERM, _term_to_interrupt)
     bzimage = resolve_bzimage(args, lab)
     image = ensure_image(lab)
     run_dir = args.run_dir or cache_dir("vm", time.strftime("%Y%m%d-%H%M%S"))
     started = time.monotonic()
-    machine = vm.boot(
+    machine = boot(
         lab,
         bzimage,
         image,
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     if not cmd:
         say(describe(machine))
     if detach:
-        vm.save_state(machine)
+        detached.save_state(machine)
         say("left running; reach it with `lab ssh` (or below), end it with `lab stop`:")
         say("  " + shlex.join(machine.ssh_command()))
         return 0
@@ -97,24 +100,20 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         return _use(machine, cmd, args, lab, started)
     finally:
         machine.stop()
-        # The overlay only held this boot's guest writes; console.log etc. stay.
-        (machine.run_dir / "disk.qcow2").unlink(missing_ok=True)
+        discard_overlay(machine.run_dir)
 
 
 def _use(
-    machine: vm.Machine, cmd: list[str], args: argparse.Namespace, lab: LabConfig, started: float
+    machine: Machine, cmd: list[str], args: argparse.Namespace, lab: LabConfig, started: float
 ) -> int:
     with machine:
-        ep = session.endpoint(
-            machine.ssh_host, machine.ssh_port, machine.user, machine.client_key,
-            machine.host_key_line,
-        )  # fmt: skip
+        ep = ssh_endpoint(machine)
         if cmd:
             code = session.run_streamed(ep, cmd, timeout_s=args.timeout)
         else:
             code = session.interactive(ep)
         if cmd and machine.alive():
-            machine.learn_nested(wait_s=vm.NESTED_CONSOLE_WAIT_S if lab.vm.init == "lean" else 0)
+            machine.learn_nested(wait_s=nested.console_wait_s(lab.vm.init))
             say(describe(machine))
         found = machine.crash()
         if found:
@@ -133,7 +132,7 @@ def _use(
     return code
 
 
-def describe(machine: vm.Machine) -> str:
+def describe(machine: Machine) -> str:
     n = machine.nested_info
     types = ",".join(str(t) for t in n.created) or "none"
     return (

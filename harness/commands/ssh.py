@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from harness import session, vm
+from harness import session
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
+from harness.qemu import detached
+from harness.qemu.machine import ssh_endpoint
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,22 +23,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
-    state = vm.load_state()
+    state = detached.load_state()
     if state is None:
         raise UserError("no lab VM is running", "start one: `lab boot --detach`")
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    ep = session.endpoint(
-        str(state["ssh_host"]),
-        int(str(state["ssh_port"])),
-        str(state["user"]),
-        Path(str(state["client_key"])),
-        str(state["host_key_line"]),
-    )
+    ep = ssh_endpoint(state)
     if not cmd:
         return session.interactive(ep)
     code = session.run_streamed(ep, cmd, timeout_s=args.timeout)
     if code is None:
-        raise InfraError("the SSH connection died", f"see the console: {state['console_log']}")
+        raise InfraError("the SSH connection died", f"see the console: {state.console_log}")
     return code

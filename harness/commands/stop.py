@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness import vm
 from harness.config import LabConfig
+from harness.qemu import detached
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,10 +19,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
-    state = vm.load_state()
+    state = detached.load_state()
     if state is None:
         print("lab: no lab VM is running", file=sys.stderr)
         return 0
-    vm.stop_detached(state)
-    print(f"lab: stopped the lab VM (pid {state['pid']}); its files: {state['run_dir']}")
+    detached.stop_detached(state)
+    print(f"lab: stopped the lab VM (pid {state.pid}); its files: {state.run_dir}")
     return 0

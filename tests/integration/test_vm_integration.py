@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import config, crash, image, vm
+from harness import config, crash, image
 from harness.errors import InfraError
-from harness.remote import Endpoint, Remote
+from harness.qemu.boot import boot
+from harness.qemu.machine import Machine, ssh_endpoint
+from harness.remote import Remote
 
 pytestmark = pytest.mark.slow
 
@@ -52,21 +54,13 @@ def img(lab: config.LabConfig) -> image.Image:
 @pytest.fixture
 def machine(
     lab: config.LabConfig, bzimage: Path, img: image.Image, tmp_path: Path
-) -> Iterator[vm.Machine]:
-    with vm.boot(lab, bzimage, img, tmp_path / "run", tether=True) as m:
+) -> Iterator[Machine]:
+    with boot(lab, bzimage, img, tmp_path / "run", tether=True) as m:
         yield m
 
 
-def remote_for(m: vm.Machine) -> Remote:
-    return Remote(
-        Endpoint(
-            host=m.ssh_host,
-            port=m.ssh_port,
-            user=m.user,
-            key_file=m.client_key,
-            host_key_line=m.host_key_line,
-        )
-    )
+def remote_for(m: Machine) -> Remote:
+    return Remote(ssh_endpoint(m))
 
 
 def qemu_running(pid: int) -> bool:
@@ -84,7 +78,7 @@ def test_second_image_request_reuses_the_cache(lab: config.LabConfig, img: image
     assert time.monotonic() - start < 5
 
 
-def test_boot_nested_kvm_then_panic_is_caught(machine: vm.Machine) -> None:
+def test_boot_nested_kvm_then_panic_is_caught(machine: Machine) -> None:
     assert machine.accel in ("kvm", "tcg")
     assert machine.nested, machine.nested_info.detail
     assert 0 in machine.nested_info.created
@@ -127,7 +121,7 @@ def test_broken_root_fails_fast_with_reason_and_tail(
 ) -> None:
     start = time.monotonic()
     with pytest.raises(InfraError) as info:
-        vm.boot(lab, bzimage, img, tmp_path / "run", extra_cmdline=["root=/dev/vdz"])
+        boot(lab, bzimage, img, tmp_path / "run", extra_cmdline=["root=/dev/vdz"])
     elapsed = time.monotonic() - start
     assert elapsed < lab.vm.boot_timeout_s
     text = info.value.message

@@ -105,6 +105,7 @@ def fake_build(tmp: Path, statuses: dict[str, str], driver: str | None = None) -
 class FakeMachine:
     def __init__(self, run_dir: Path) -> None:
         self.ssh_host, self.ssh_port, self.user = "127.0.0.1", 10022, "root"
+        self.client_key, self.host_key_line = FakeImage.client_key, FakeImage.host_key_line
         self.console_log = run_dir / "console.log"
         self.console_log.write_text("[    0.000000] Linux version 7.3.0\n")
         self.accel, self.cpu_model, self.nested = "tcg", "max", True

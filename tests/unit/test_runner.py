@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from harness import build, config, image, runner, vm
+from harness import build, config, image, runner
 from harness.config import LabConfig, SuiteSpec
+from harness.qemu import boot as qemu_boot
 from harness.results import Outcome, load_summary
 from tests.unit.fakes import FakeImage, FakeMachine, FakeRemote, Reply, fake_build
 
@@ -44,7 +45,7 @@ class Harness:
             self.machines.append(m)
             return m
 
-        monkeypatch.setattr(vm, "boot", boot)
+        monkeypatch.setattr(qemu_boot, "boot", boot)
         monkeypatch.setattr(runner, "Remote", lambda endpoint: self.remote)
 
     def run(self, lab: LabConfig, suites: tuple[str, ...]) -> tuple[int, Path, str]:

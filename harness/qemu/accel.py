@@ -22,8 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import InfraError, UserError
+from harness import arch
+from harness.errors import InfraError
 from harness.paths import cache_dir
+from harness.proc import kill_group
+from harness.qemu.version import qemu_missing, qemu_version
 
 PROBE_TIMEOUT_S = 30.0
 # The kernel got through its whole init and only lacked a root file system.
@@ -48,27 +51,6 @@ class Accel:
     reason: str
 
 
-def qemu_version(qemu: str) -> tuple[int, int, int]:
-    try:
-        out = subprocess.run(
-            [qemu, "--version"], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
-    except FileNotFoundError:
-        raise UserError(
-            f"{qemu}: not found", "install qemu-system-x86 (or run `make deps`)"
-        ) from None
-    except (subprocess.SubprocessError, OSError) as exc:
-        raise InfraError(f"{qemu} --version failed: {exc}") from exc
-    return parse_version(out)
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    match = re.search(r"version (\d+)\.(\d+)(?:\.(\d+))?", text)
-    if not match:
-        raise InfraError(f"cannot read the QEMU version from {text[:80]!r}")
-    return (int(match[1]), int(match[2]), int(match[3] or 0))
-
-
 def probe_kvm(qemu: str, kernel: Path) -> Probe:
     """Boot kernel (no root) under KVM; kvm_works only if its init really ran."""
     version = qemu_version(qemu)
@@ -77,10 +59,10 @@ def probe_kvm(qemu: str, kernel: Path) -> Probe:
     with tempfile.TemporaryDirectory(prefix="gmemlab-kvm-probe-") as tmp:
         console, errors = Path(tmp) / "console.log", Path(tmp) / "stderr.log"
         argv = [
-            qemu, "-accel", "kvm", "-cpu", "host", "-m", "512", "-smp", "1",
+            qemu, "-accel", "kvm", "-cpu", arch.HOST.kvm_cpu, "-m", "512", "-smp", "1",
             "-nodefaults", "-display", "none", "-no-reboot",
             "-serial", f"file:{console}", "-kernel", str(kernel),
-            "-append", "console=ttyS0 panic=-1 root=/dev/gmemlab-kvm-probe",
+            "-append", f"console={arch.HOST.console} panic=-1 root=/dev/gmemlab-kvm-probe",
         ]  # fmt: skip
         with errors.open("wb") as err:
             proc = subprocess.Popen(
@@ -91,8 +73,7 @@ def probe_kvm(qemu: str, kernel: Path) -> Probe:
         finally:
             # A failed KVM guest pauses instead of exiting: always end it here.
             if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+                kill_group(proc)
     return Probe(verdict[0], verdict[1], version)
 
 
@@ -124,7 +105,7 @@ def _which(qemu: str) -> str:
 
     found = which(qemu)
     if found is None:
-        raise UserError(f"{qemu}: not found", "install qemu-system-x86 (or run `make deps`)")
+        raise qemu_missing(qemu)
     return found
 
 
@@ -142,13 +123,14 @@ def cached_probe(qemu: str, kernel: Path, cache: Path | None = None) -> Probe:
 
 
 def host_virt_flag(cpuinfo: str) -> str | None:
-    """'vmx' or 'svm' when the host CPU offers it (so KVM can pass it on)."""
+    """The host CPU's virtualisation flag ('vmx' or 'svm') when it has one, so KVM can
+    pass it on."""
     flags = set()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags.update(line.split(":", 1)[1].split())
             break
-    for flag in ("vmx", "svm"):
+    for flag in arch.HOST.virt_flags:
         if flag in flags:
             return flag
     return None
@@ -172,7 +154,7 @@ def choose(
         flag = host_virt_flag(cpuinfo())
         # -cpu host passes vmx/svm through when the host has them; naming it makes a
         # host without nesting fail loudly instead of booting a guest without /dev/kvm.
-        cpu = f"host,+{flag}" if flag else "host"
+        cpu = f"{arch.HOST.kvm_cpu},+{flag}" if flag else arch.HOST.kvm_cpu
         return Accel("kvm", cpu, ("-accel", "kvm", "-cpu", cpu), result.reason)
     if wanted == "kvm":
         raise InfraError(
@@ -185,4 +167,5 @@ def choose(
     why = "vm.accel is tcg" if wanted == "tcg" else f"KVM unusable: {result.reason}"
     if not mttcg:
         why += "; single-threaded TCG (QEMU < 8 oopses guests with MTTCG)"
-    return Accel("tcg", "max", ("-accel", accel, "-cpu", "max"), why)
+    cpu = arch.HOST.tcg_cpu
+    return Accel("tcg", cpu, ("-accel", accel, "-cpu", cpu), why)

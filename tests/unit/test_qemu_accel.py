@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import accel
 from harness.errors import InfraError
+from harness.qemu import accel
 
 CPUINFO_AMD = "processor\t: 0\nflags\t\t: fpu vme svm npt\n"
 CPUINFO_INTEL = "processor\t: 0\nflags\t\t: fpu vme vmx ept\n"
@@ -59,14 +59,6 @@ def test_old_qemu_gets_single_threaded_tcg() -> None:
     a = accel.choose("auto", lambda: probe(False, (7, 2, 0)), lambda: CPUINFO_AMD)
     assert a.argv[:2] == ("-accel", "tcg,thread=single")
     assert "QEMU < 8" in a.reason
-
-
-def test_parse_version() -> None:
-    text = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright"
-    assert accel.parse_version(text) == (10, 0, 2)
-    assert accel.parse_version("QEMU emulator version 7.2") == (7, 2, 0)
-    with pytest.raises(InfraError):
-        accel.parse_version("nonsense")
 
 
 def test_host_virt_flag() -> None:

@@ -1,0 +1,116 @@
+"""The VM `lab boot --detach` leaves running, for `lab ssh` and `lab stop`.
+
+Its state is one JSON file in the cache; a state whose QEMU is gone (or whose pid now
+belongs to another process) is stale and removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.paths import cache_dir
+from harness.qemu import qmp
+from harness.qemu.machine import STOP_GRACE_S, Machine, discard_overlay
+
+
+@dataclass(frozen=True)
+class DetachedVm:
+    """What `lab boot --detach` wrote down about its VM (an SshTarget)."""
+
+    pid: int
+    ssh_host: str
+    ssh_port: int
+    user: str
+    client_key: Path
+    host_key_line: str
+    qmp_socket: Path
+    run_dir: Path
+    console_log: Path
+
+    @classmethod
+    def of(cls, machine: Machine) -> DetachedVm:
+        return cls(
+            pid=machine.proc.pid,
+            ssh_host=machine.ssh_host,
+            ssh_port=machine.ssh_port,
+            user=machine.user,
+            client_key=machine.client_key,
+            host_key_line=machine.host_key_line,
+            qmp_socket=machine.qmp_socket,
+            run_dir=machine.run_dir,
+            console_log=machine.console_log,
+        )
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> DetachedVm:
+        def text(key: str) -> str:
+            return str(data[key])
+
+        return cls(
+            pid=int(text("pid")),
+            ssh_host=text("ssh_host"),
+            ssh_port=int(text("ssh_port")),
+            user=text("user"),
+            client_key=Path(text("client_key")),
+            host_key_line=text("host_key_line"),
+            qmp_socket=Path(text("qmp_socket")),
+            run_dir=Path(text("run_dir")),
+            console_log=Path(text("console_log")),
+        )
+
+    def to_json(self) -> str:
+        fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        return json.dumps(fields, indent=2) + "\n"
+
+
+def state_file() -> Path:
+    return cache_dir("vm") / "current.json"
+
+
+def save_state(machine: Machine) -> Path:
+    path = state_file()
+    path.write_text(DetachedVm.of(machine).to_json())
+    return path
+
+
+def load_state() -> DetachedVm | None:
+    """The detached VM's state if that VM still runs; a stale file is removed."""
+    path = state_file()
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    state = DetachedVm.from_json(data)
+    if not _is_our_qemu(state.pid, state.qmp_socket):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def _is_our_qemu(pid: int, qmp_socket: Path) -> bool:
+    # The pid may have been reused since: it must be a QEMU with our QMP socket.
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(os.fsencode(qmp_socket) in a for a in argv)
+
+
+def stop_detached(state: DetachedVm) -> None:
+    qmp.quit_vm(state.qmp_socket)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and _is_our_qemu(state.pid, state.qmp_socket):
+        time.sleep(0.1)
+    if _is_our_qemu(state.pid, state.qmp_socket):
+        # Only a pid is known here (no Popen to hand to proc.kill_group), and this
+        # process is not QEMU's parent, so there is nothing to reap.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(state.pid, signal.SIGKILL)
+    state_file().unlink(missing_ok=True)
+    discard_overlay(state.run_dir)

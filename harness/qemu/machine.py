@@ -1,0 +1,237 @@
+"""A running lab VM: its files, its lifecycle, and the one way to reach it over SSH.
+
+Leaving a Machine (its `with`, or stop()) always ends QEMU: QMP quit first, then the
+whole process group killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from harness import crash
+from harness.image import Image
+from harness.proc import kill_group
+from harness.qemu import nested, qmp
+from harness.qemu.argv import SSH_HOST, Launch
+from harness.remote import Endpoint
+
+# A boot's files in its run folder. The overlay (the throwaway copy-on-write disk over
+# the base image) and the QMP socket are not results: they are removed after the boot.
+OVERLAY = "disk.qcow2"
+QMP_SOCKET = "qmp.sock"
+CONSOLE_LOG = "console.log"
+QEMU_LOG = "qemu.log"
+QEMU_CMDLINE = "qemu-cmdline.txt"
+KNOWN_HOSTS = "known_hosts"
+POLL_S = 0.2
+STOP_GRACE_S = 3.0
+# sockaddr_un.sun_path holds 108 bytes; QEMU refuses longer socket paths.
+UNIX_PATH_MAX = 107
+
+
+def qmp_socket_path(run_dir: Path) -> Path:
+    """run_dir/qmp.sock, or, when that path is too long for a unix socket, a socket in
+    a fresh short folder under /tmp (removed when the machine stops)."""
+    path = run_dir / QMP_SOCKET
+    if len(os.fsencode(path)) <= UNIX_PATH_MAX:
+        return path
+    return Path(tempfile.mkdtemp(prefix="gmemlab-qmp-", dir="/tmp")) / QMP_SOCKET
+
+
+def discard_overlay(run_dir: Path) -> None:
+    # The overlay only held one boot's guest writes; console.log etc. stay.
+    (run_dir / OVERLAY).unlink(missing_ok=True)
+
+
+class SshTarget(Protocol):
+    """Where a lab VM's sshd is and whom to trust: a Machine, or the state a detached
+    boot left behind."""
+
+    @property
+    def ssh_host(self) -> str: ...
+    @property
+    def ssh_port(self) -> int: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def client_key(self) -> Path: ...
+    @property
+    def host_key_line(self) -> str: ...
+
+
+def ssh_endpoint(vm: SshTarget) -> Endpoint:
+    """The remote layer's endpoint for a lab VM: the lab's key, the pinned host key."""
+    return Endpoint(
+        host=vm.ssh_host,
+        port=vm.ssh_port,
+        user=vm.user,
+        key_file=vm.client_key,
+        host_key_line=vm.host_key_line,
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """The facts about a boot, saved as run_dir/machine.json for the report."""
+
+    accel: str
+    accel_reason: str
+    cpu_model: str
+    ssh_port: int
+    boot_seconds: float
+    nested: bool
+    nested_present: bool
+    vm_types: tuple[int, ...]
+    vm_types_created: tuple[int, ...]
+    guest_cpu: str
+    nested_detail: str
+    qemu_pid: int
+
+
+class Machine:
+    """A booted VM. Use as a context manager: leaving it always ends QEMU."""
+
+    def __init__(
+        self,
+        *,
+        proc: subprocess.Popen[bytes],
+        image: Image,
+        run_dir: Path,
+        launch: Launch,
+        qemu_argv: list[str],
+    ) -> None:
+        self.proc = proc
+        self.image = image
+        self.run_dir = run_dir
+        self.ssh_host = SSH_HOST
+        self.ssh_port = launch.ssh_port
+        self.user = image.user
+        self.console_log = run_dir / CONSOLE_LOG
+        self.qemu_log = run_dir / QEMU_LOG
+        self.qmp_socket = launch.qmp_socket
+        self.accel = launch.accel.name
+        self.accel_reason = launch.accel.reason
+        self.cpu_model = launch.accel.cpu_model
+        self.qemu_argv = qemu_argv
+        self.boot_seconds = 0.0
+        self.nested = False
+        self.nested_info = nested.NOT_PROBED
+        self.known_hosts = run_dir / KNOWN_HOSTS
+        self._stopped = False
+
+    # The remote layer's view: where to connect and whom to trust.
+    @property
+    def client_key(self) -> Path:
+        return self.image.client_key
+
+    @property
+    def host_key_line(self) -> str:
+        return self.image.host_key_line
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """QEMU's exit status, or None if it is still running after timeout."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def console_text(self) -> str:
+        return _read(self.console_log)
+
+    def qemu_output(self) -> str:
+        """What QEMU itself printed (qemu.log): its errors, not the guest's."""
+        return _read(self.qemu_log)
+
+    def crash(self) -> list[crash.Crash] | None:
+        """The crashes seen on the console so far (with context), or None."""
+        return crash.scan(self.console_text()) or None
+
+    def stop(self) -> int | None:
+        """QMP quit, then the whole process group killed; safe to call twice."""
+        if not self._stopped:
+            self._stopped = True
+            if self.alive() and qmp.quit_vm(self.qmp_socket):
+                self.wait_exit(STOP_GRACE_S)
+            kill_group(self.proc)
+            if self.qmp_socket.parent != self.run_dir:  # a short-path stand-in: ours
+                shutil.rmtree(self.qmp_socket.parent, ignore_errors=True)
+        return self.proc.returncode
+
+    def learn_nested(self, wait_s: float, ssh_fallback: bool = True) -> nested.Nested:
+        """The guest's nested KVM facts: from the lean init's console line (waiting up
+        to wait_s for it), else by running the probe over SSH."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = nested.nested_from_console(self.console_text())
+            if found is not None or time.monotonic() >= deadline or not self.alive():
+                break
+            time.sleep(POLL_S)
+        if found is None and ssh_fallback and self.alive():
+            found = nested.probe(ssh_endpoint(self))
+        if found is not None:
+            self.nested_info = found
+            self.nested = found.ok
+            self.save_info()
+        return self.nested_info
+
+    def save_info(self) -> Path:
+        path = self.run_dir / "machine.json"
+        path.write_text(json.dumps(asdict(self.info()), indent=2) + "\n")
+        return path
+
+    def info(self) -> MachineInfo:
+        n = self.nested_info
+        return MachineInfo(
+            accel=self.accel,
+            accel_reason=self.accel_reason,
+            cpu_model=self.cpu_model,
+            ssh_port=self.ssh_port,
+            boot_seconds=round(self.boot_seconds, 2),
+            nested=self.nested,
+            nested_present=n.present,
+            vm_types=n.vm_types,
+            vm_types_created=n.created,
+            guest_cpu=n.guest_cpu,
+            nested_detail=n.detail,
+            qemu_pid=self.proc.pid,
+        )
+
+    def ssh_command(self) -> list[str]:
+        """An OpenSSH command line that reaches this VM with the pinned key (for people)."""
+        return [
+            "ssh", "-p", str(self.ssh_port), "-i", str(self.client_key),
+            "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "PasswordAuthentication=no",
+            f"{self.user}@{self.ssh_host}",
+        ]  # fmt: skip
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,97 @@
+"""The QEMU and kernel command lines: flags, NUMA layout, console level."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import config
+from harness.qemu import accel, argv
+
+TCG = accel.Accel("tcg", "max", ("-accel", "tcg", "-cpu", "max"), "KVM unusable: test")
+
+
+def spec(**changes: object) -> config.VmSpec:
+    return config.VmSpec().model_copy(update=changes)
+
+
+def argv_for(s: config.VmSpec, tmp_path: Path) -> list[str]:
+    launch = argv.Launch(
+        vm=s,
+        accel=TCG,
+        bzimage=tmp_path / "bzImage",
+        disk=tmp_path / "disk.qcow2",
+        console=tmp_path / "console.log",
+        qmp_socket=tmp_path / "qmp.sock",
+        ssh_port=40022,
+        cmdline=tuple(argv.kernel_cmdline(s)),
+    )
+    return argv.qemu_argv(launch)
+
+
+def after(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def test_cmdline_lean_default() -> None:
+    words = argv.kernel_cmdline(spec(), ["loglevel=7"])
+    assert words[:4] == ["console=ttyS0", "panic=-1", "root=/dev/vda", "rw"]
+    assert "kvm_amd.nested=1" in words and "kvm_intel.nested=1" in words
+    assert "init=/usr/local/sbin/gmemlab-init" in words
+    assert words[-1] == "loglevel=7"
+
+
+def test_cmdline_systemd_has_no_init_and_keeps_lab_extras() -> None:
+    words = argv.kernel_cmdline(spec(init="systemd", cmdline_extra=["kasan.fault=panic"]))
+    assert not any(w.startswith("init=") for w in words)
+    assert words[-1] == "kasan.fault=panic"
+
+
+def test_qemu_argv_essentials(tmp_path: Path) -> None:
+    args = argv_for(spec(), tmp_path)
+    assert args[0] == "qemu-system-x86_64"
+    assert "-no-reboot" in args and "-nodefaults" in args
+    assert after(args, "-accel") == ["tcg"] and after(args, "-cpu") == ["max"]
+    assert after(args, "-kernel") == [str(tmp_path / "bzImage")]
+    assert "panic=-1" in after(args, "-append")[0].split()
+    # SSH forwarded on loopback only.
+    assert after(args, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22"]
+    # The serial console goes to the file from the start; QMP on a unix socket.
+    assert f"file,id=console,path={tmp_path / 'console.log'}" in after(args, "-chardev")
+    assert after(args, "-serial") == ["chardev:console"]
+    assert after(args, "-qmp") == [f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off"]
+    (drive,) = after(args, "-drive")
+    assert drive.startswith(f"file={tmp_path / 'disk.qcow2'},format=qcow2,if=virtio")
+    assert "-initrd" not in args
+
+
+def test_two_numa_nodes_split_memory_and_cpus() -> None:
+    args = argv.smp_numa_args(2048, 2, 2)
+    assert args[:4] == ["-smp", "2,sockets=2,cores=1,threads=1", "-m", "2048M"]
+    assert after(args, "-object") == [
+        "memory-backend-ram,id=mem0,size=1024M",
+        "memory-backend-ram,id=mem1,size=1024M",
+    ]
+    assert after(args, "-numa") == [
+        "node,nodeid=0,memdev=mem0",
+        "node,nodeid=1,memdev=mem1",
+        "cpu,node-id=0,socket-id=0",
+        "cpu,node-id=1,socket-id=1",
+    ]
+
+
+def test_uneven_split_and_memory_only_nodes() -> None:
+    args = argv.smp_numa_args(1000, 1, 3)
+    sizes = [o.rsplit("size=", 1)[1] for o in after(args, "-object")]
+    assert sizes == ["334M", "333M", "333M"]
+    assert after(args, "-numa")[-1] == "cpu,node-id=0,socket-id=0"  # nodes 1, 2: memory only
+
+
+def test_one_node_has_no_numa_options() -> None:
+    args = argv.smp_numa_args(2048, 4, 1)
+    assert "-numa" not in args and "-object" not in args
+
+
+def test_console_loglevel_keeps_warnings() -> None:
+    # loglevel=5 shows KERN_WARNING (4) and worse: WARN splats stay on the console.
+    words = argv.kernel_cmdline(spec())
+    assert "loglevel=5" in words
