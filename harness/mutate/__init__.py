@@ -1,0 +1,1 @@
+"""`lab mutate`: mutation testing of the kernel code under test (issue 14)."""
