@@ -14,7 +14,7 @@ every mutant (and listed in the report).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from harness.results import SEVERITY, Outcome, TestResult
@@ -129,13 +129,7 @@ class SuiteScore:
         return "n/a" if s is None else f"{100 * s:.0f}%"
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "suite": self.suite,
-            "killed": self.killed,
-            "survived": self.survived,
-            "unknown": self.unknown,
-            "score": self.score,
-        }
+        return {**asdict(self), "score": self.score}
 
 
 def score_table(

@@ -17,7 +17,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -57,17 +57,8 @@ class MutantRecord:
     object_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "mutant": self.mutant.to_json(),
-            "status": self.status.value,
-            "reason": self.reason,
-            "verdicts": {k: v.value for k, v in self.verdicts.items()},
-            "why": self.why,
-            "attempts": self.attempts,
-            "compile_s": self.compile_s,
-            "run_s": self.run_s,
-            "object_sha256": self.object_sha256,
-        }
+        # Status and Verdict are StrEnums: json writes them as their values.
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MutantRecord:
@@ -113,25 +104,7 @@ class MutationState:
     wall_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "created": self.created,
-            "tree": self.tree,
-            "files": self.files,
-            "suites": self.suites,
-            "seed": self.seed,
-            "sample": self.sample,
-            "filters": self.filters,
-            "order": self.order,
-            "records": {k: r.to_json() for k, r in self.records.items()},
-            "baseline": self.baseline,
-            "baseline_s": self.baseline_s,
-            "objects": self.objects,
-            "reproducible": self.reproducible,
-            "applied": self.applied,
-            "complete": self.complete,
-            "wall_s": self.wall_s,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MutationState:
@@ -140,8 +113,7 @@ class MutationState:
                 f"state.json version {data.get('version')!r}, this lab reads {STATE_VERSION}",
                 "start a new run with another --results folder",
             )
-        fields = {k: v for k, v in data.items() if k != "records"}
-        state = cls(**fields)
+        state = cls(**{k: v for k, v in data.items() if k != "records"})
         state.records = {k: MutantRecord.from_json(r) for k, r in data["records"].items()}
         return state
 
