@@ -21,7 +21,7 @@ from harness.cachelock import locked
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
 from harness.mutate import mutants, select
-from harness.mutate.compile import ObjectBuild, object_make
+from harness.mutate.compile import ObjectBuild
 from harness.mutate.engine import DEFAULT_DEADLINE_S, Engine, open_state
 from harness.mutate.labrunner import LabRunner
 from harness.mutate.report import render, scores
@@ -327,7 +327,7 @@ def _object_build(runner: LabRunner, work: Path, run_dir: Path, deadline_s: floa
         )
     obj = load_build(built).build_dir / "obj"
     make = kernel_make(work, obj, str(os.cpu_count() or 1))
-    return ObjectBuild(object_make(make), build_env(), obj)
+    return ObjectBuild(tuple(make), build_env(), obj)
 
 
 def _print_list(found: list[mutants.Mutant], selected: int) -> None:
