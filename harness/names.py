@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 # A lab.yaml name (kernel, config, suite, host, matrix): starts with a letter or digit,
 # then letters, digits, '.', '_', '-' (no '/', no '..' prefix, no leading '-').
@@ -33,3 +34,14 @@ def hashed_slug(text: str, *, max_len: int = 40, digits: int = 10) -> str:
 
 def is_safe_name(name: str) -> bool:
     return bool(SAFE_NAME.fullmatch(name)) and ".." not in name
+
+
+def kernel_slug(kernel: str) -> str:
+    """The folder-name form of a --kernel value: a lab.yaml name as it is; a path (or
+    anything else) as its base name plus a short hash of the resolved path, so two trees
+    called linux never share a cell folder and no '..' or '/' reaches a path."""
+    if is_safe_name(kernel):
+        return kernel
+    resolved = str(Path(kernel).expanduser().resolve())
+    digest = hashlib.sha256(resolved.encode()).hexdigest()[:8]
+    return f"{slug(Path(resolved).name or 'root', max_len=40)}-{digest}"

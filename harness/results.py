@@ -173,6 +173,7 @@ class Recorder:
         self.run_id = run_id or new_run_id()
         self.root = results_root / self.run_id
         self.root.mkdir(parents=True, exist_ok=False)
+        self.forced_exit: int | None = None
         self.cell = cell
         self.cell_dir = self.root / cell
         self.cell_dir.mkdir()
@@ -265,12 +266,21 @@ class Recorder:
         rec = self.record
         rec.wall_s = round(time.monotonic() - self._t0, 2)
         rec.counts = counts(rec.results)
-        rec.exit_code = exit_code(rec.results, rec.complete)
+        rec.exit_code = (
+            self.forced_exit
+            if self.forced_exit is not None
+            else exit_code(rec.results, rec.complete)
+        )
         rec.verdict = verdict_text(rec.exit_code, rec.complete)
         rec.harness_overhead_s = round(max(0.0, rec.wall_s - sum(rec.accounted_s.values())), 2)
         _write_atomic(self.root / "summary.json", json.dumps(rec.to_json(), indent=2) + "\n")
 
-    def finish(self, complete: bool, reason: str = "") -> RunRecord:
+    def finish(
+        self, complete: bool, reason: str = "", *, forced_exit: int | None = None
+    ) -> RunRecord:
+        """Close the record. forced_exit: the run ended on the user's mistake (exit 3),
+        which no result says; summary.json must agree with the process's exit code."""
+        self.forced_exit = forced_exit
         self.record.complete = complete
         self.record.incomplete_reason = "" if complete else (reason or "the run stopped early")
         self.save()

@@ -22,6 +22,7 @@ from harness.image import Image
 from harness.proc import kill_group
 from harness.qemu import nested, qmp
 from harness.qemu.argv import SSH_HOST, Launch
+from harness.qemu.version import version_line
 from harness.remote import Endpoint
 
 # A boot's files in its run folder. The overlay (the throwaway copy-on-write disk over
@@ -214,6 +215,22 @@ class Machine:
             nested_detail=n.detail,
             qemu_pid=self.proc.pid,
         )
+
+    def endpoint(self) -> Endpoint:
+        return ssh_endpoint(self)
+
+    def summary(self) -> str:
+        return f"{self.accel}, nested={self.nested}, boot {self.boot_seconds:.1f}s"
+
+    def environment(self) -> dict[str, object]:
+        return {
+            "qemu_version": version_line(self.qemu_argv[0]),
+            "accelerator": self.accel,
+            "cpu_model": self.cpu_model,
+            "nested": f"{self.nested} ({self.nested_info.detail})",
+            "boot_seconds": round(self.boot_seconds, 2),
+            "image": str(self.image.base_qcow2),
+        }
 
     def ssh_command(self) -> list[str]:
         """An OpenSSH command line that reaches this VM with the pinned key (for people)."""

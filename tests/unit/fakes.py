@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from harness.remote import Ran
+from harness.crash import Crash, scan
+from harness.qemu.machine import ssh_endpoint
+from harness.remote import Endpoint, Ran
 
 # argv -> (exit code or None, stdout); None with lost=True simulates a dead VM.
 Script = Callable[[list[str]], "Reply"]
@@ -110,6 +111,8 @@ class FakeMachine:
         self.console_log.write_text("[    0.000000] Linux version 7.3.0\n")
         self.accel, self.cpu_model, self.nested = "tcg", "max", True
         self.qemu_argv = ["qemu-system-x86_64", "-kernel", "bzImage"]
+        # The real boot() writes the command line into the run folder (test_qemu_boot).
+        (run_dir / "qemu-cmdline.txt").write_text(" ".join(self.qemu_argv) + "\n")
         self.boot_seconds = 8.0
         self.dead = False
 
@@ -125,10 +128,17 @@ class FakeMachine:
     def wait_exit(self, timeout: float) -> int | None:
         return None
 
-    def crash(self) -> Any:
-        from harness import crash
+    def crash(self) -> list[Crash] | None:
+        return scan(self.console_log.read_text()) or None
 
-        return crash.scan(self.console_log.read_text()) or None
+    def endpoint(self) -> Endpoint:
+        return ssh_endpoint(self)
+
+    def summary(self) -> str:
+        return f"{self.accel}, nested={self.nested}, boot {self.boot_seconds:.1f}s"
+
+    def environment(self) -> dict[str, object]:
+        return {"accelerator": self.accel, "cpu_model": self.cpu_model, "nested": self.nested}
 
 
 @dataclass

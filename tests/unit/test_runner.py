@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness import build, config, image, runner
+from harness import build, config, image, run_stages, runner
 from harness.config import LabConfig, SuiteSpec
 from harness.qemu import boot as qemu_boot
 from harness.results import Outcome, load_summary
@@ -46,7 +46,7 @@ class Harness:
             return m
 
         monkeypatch.setattr(qemu_boot, "boot", boot)
-        monkeypatch.setattr(runner, "Remote", lambda endpoint: self.remote)
+        monkeypatch.setattr(run_stages, "Remote", lambda endpoint: self.remote)
 
     def run(self, lab: LabConfig, suites: tuple[str, ...]) -> tuple[int, Path, str]:
         out = io.StringIO()
