@@ -35,7 +35,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{self.kernel}-{self.config}-{self.target}"
+        return names.cell_name(self.kernel, self.config, self.target)
 
 
 @dataclass(frozen=True)

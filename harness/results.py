@@ -19,6 +19,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from harness import names
+
 
 class Outcome(StrEnum):
     PASS = "pass"
@@ -170,12 +172,14 @@ class Recorder:
     """Owns results/<run-id>/: appends results as they arrive, keeps summary.json current."""
 
     def __init__(self, results_root: Path, cell: str, run_id: str | None = None) -> None:
-        self.run_id = run_id or new_run_id()
+        # Both become folder names under results_root: sanitised whatever the caller
+        # passed (harness/names.py), so nothing lands outside it.
+        self.run_id = names.folder(run_id) if run_id else new_run_id()
         self.root = results_root / self.run_id
         self.root.mkdir(parents=True, exist_ok=False)
         self.forced_exit: int | None = None
-        self.cell = cell
-        self.cell_dir = self.root / cell
+        self.cell = names.folder(cell)
+        self.cell_dir = self.root / self.cell
         self.cell_dir.mkdir()
         self._t0 = time.monotonic()
         # Called with each result as it is recorded (the terminal's progress lines).
@@ -183,7 +187,7 @@ class Recorder:
         self.record = RunRecord(
             run_id=self.run_id,
             started=dt.datetime.now().isoformat(timespec="seconds"),
-            cell=cell,
+            cell=self.cell,
             incomplete_reason="the run is still going (or was killed)",
         )
         self._point_latest(results_root)

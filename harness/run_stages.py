@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import shutil
 from pathlib import Path
 
 from harness import build as build_stage
-from harness import image, suites
+from harness import image, names, suites
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
+from harness.errors import TreeError
 from harness.paths import REPO_ROOT
 from harness.qemu import boot as qemu_boot
 from harness.qemu.machine import OVERLAY, QMP_SOCKET
 from harness.remote import Remote
-from harness.results import TestResult
+from harness.results import Outcome, TestResult
 from harness.suites.dmesg import dmesg_verdict
 
 
@@ -55,6 +57,22 @@ def do_build(
         )
     else:
         cr.rec.environment(kernel=kernel, config=config)
+
+
+def record_findings(cr: CellRun, exc: TreeError) -> None:
+    """The kernel under test did not build, or its series did not apply: each finding
+    is a fail result, its evidence copied into the cell folder (the cache may move)."""
+    for f in exc.findings:
+        log = None
+        if f.log is not None and f.log.is_file():
+            dest = cr.rec.cell_dir / names.folder(f"{f.suite}-{f.name}.log")
+            with contextlib.suppress(OSError):
+                shutil.copyfile(f.log, dest)
+                log = cr.rec.relative(dest)
+        reason = f.reason if log is not None or f.log is None else f"{f.reason} (log: {f.log})"
+        cr.rec.add(TestResult(f.suite, f.name, Outcome.FAIL, reason, excerpt=f.excerpt, log=log))
+    for suite in dict.fromkeys(f.suite for f in exc.findings):
+        cr.rec.suite_done(suite, kind=suite)
 
 
 def do_boot(cr: CellRun, lab: LabConfig, bzimage: Path, stack: contextlib.ExitStack) -> None:

@@ -18,11 +18,11 @@ from pathlib import Path
 from harness import junit, names, report
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
-from harness.errors import InfraError, LabError, UserError
+from harness.errors import InfraError, LabError, TreeError, UserError
 from harness.paths import REPO_ROOT
 from harness.progress import Progress
 from harness.results import EXIT_USER, Recorder
-from harness.run_stages import collect, do_boot, do_build, do_connect
+from harness.run_stages import collect, do_boot, do_build, do_connect, record_findings
 from harness.run_suites import do_suites
 
 
@@ -45,7 +45,7 @@ class RunRequest:
     @property
     def cell(self) -> str:
         """The cell's folder name: only safe characters, whatever --kernel was."""
-        return f"{names.kernel_slug(self.kernel)}-{self.config}-{self.target}"
+        return names.cell_name(self.kernel, self.config, self.target)
 
     def reproducer(self, manifest: Path | None) -> list[str]:
         argv = [
@@ -115,6 +115,12 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
                 reason = cr.lost_reason or "the VM was lost during a suite"
             with cr.stage("shutdown"):
                 stack.close()
+    except TreeError as exc:
+        # The kernel does not build or its series does not apply: the cell's finding
+        # (fail results, exit 1), and nothing is left to run.
+        record_findings(cr, exc)
+        complete = True
+        p.say(f"[run] {exc.what.splitlines()[0]}")
     except (KeyboardInterrupt, Interrupted):
         reason = "interrupted (Ctrl-C or SIGTERM)"
         p.say(f"[run] {reason}: stopping the VM and writing what was collected")

@@ -11,6 +11,7 @@ import pytest
 
 from harness import build, config, image, run_stages, runner
 from harness.config import LabConfig, SuiteSpec
+from harness.errors import Finding, TreeError
 from harness.qemu import boot as qemu_boot
 from harness.results import Outcome, load_summary
 from tests.unit.fakes import FakeImage, FakeMachine, FakeRemote, Reply, fake_build
@@ -212,3 +213,31 @@ def test_vm_gone_after_a_suite_is_said(tmp_path: Path, monkeypatch: pytest.Monke
     assert code == 2
     got = [(r.suite, r.name, r.outcome.value) for r in load_summary(run_dir).results]
     assert got == [("a", "true", "pass"), ("a", "dmesg", "error"), ("b", "(suite)", "missing")]
+
+
+def test_a_kernel_that_does_not_build_fails_the_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compile error is the cell's finding: a build result, exit 1, verdict FAIL."""
+    h = Harness(tmp_path, monkeypatch, dmesg_then(lambda a: Reply(0), [BEFORE]))
+    log = tmp_path / "make.log"
+    error = "virt/kvm/guest_memfd.c:42:1: error: expected ';' before '}' token"
+    log.write_text(f"  CC      virt/kvm/guest_memfd.o\n{error}\n")
+
+    def broken(request: Any) -> Any:
+        reason = f"the kernel does not build: {error}"
+        finding = Finding("build", "kernel", reason, error, log)
+        raise TreeError(reason, f"read the full log: {log}", findings=(finding,))
+
+    monkeypatch.setattr(build, "build_kernel", broken)
+    code, run_dir, out = h.run(lab_with(tmp_path, KSELF), ("ks",))
+    assert code == 1, out
+    s = load_summary(run_dir)
+    assert (s.exit_code, s.verdict, s.complete) == (1, "FAIL", True)
+    (r,) = s.results
+    assert (r.suite, r.name, r.outcome) == ("build", "kernel", Outcome.FAIL)
+    assert r.log == "mainline-lab-qemu/build-kernel.log"
+    assert (run_dir / r.log).read_text() == log.read_text()
+    assert error in (run_dir / "report.md").read_text()
+    assert s.stages["build"]["status"] == "failed" and "boot" not in s.stages
+    assert not h.machines  # nothing booted
