@@ -37,8 +37,9 @@ from typing import Literal
 from harness import crash
 from harness.errors import InfraError, UserError
 from harness.hosts import lock as hlock
+from harness.hosts.capabilities import TDX_ERRATUM_NOTE
 from harness.hosts.console import ConsoleCapture
-from harness.hosts.probe import TDX_ERRATUM_NOTE, HostProbe
+from harness.hosts.probe_state import HostProbe
 from harness.hosts.shell import Connector, HostShell, NotReachable
 from harness.hosts.target import HostTarget
 from harness.results import Outcome

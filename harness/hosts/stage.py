@@ -24,6 +24,7 @@ from typing import Any
 from harness.errors import InfraError, UserError
 from harness.hosts import deploy, probe
 from harness.hosts.lock import HostLock, Lease
+from harness.hosts.probe_state import HostProbe
 from harness.hosts.shell import Connector, HostShell, NotReachable, ssh_connector
 from harness.hosts.target import HostTarget
 
@@ -54,8 +55,8 @@ class HostSession:
         self.poll_s = poll_s
         self.run_local = run_local
         self.shell: HostShell | None = None
-        self.host_probe: probe.HostProbe | None = None
-        self.kernel_probe: probe.HostProbe | None = None
+        self.host_probe: HostProbe | None = None
+        self.kernel_probe: HostProbe | None = None
         self.lease: Lease | None = None
         self.boot: deploy.Boot | None = None
         self.kernel: deploy.KernelUnderTest | None = None

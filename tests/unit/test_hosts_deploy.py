@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InfraError, UserError
-from harness.hosts import deploy, probe
+from harness.hosts import deploy, probe_parse, probe_state
 from harness.hosts.shell import HostShell
 from harness.hosts.target import HostTarget
 from harness.remote import Ran
@@ -26,13 +26,13 @@ from tests.unit.hostfakes import (
 )
 
 GOLDEN = Path(__file__).parent / "golden" / "hosts"
-TDX = probe.parse((GOLDEN / "tdx-host.probe").read_text())
-LVM = probe.parse((GOLDEN / "intel-no-tdx.probe").read_text())
+TDX = probe_parse.parse((GOLDEN / "tdx-host.probe").read_text())
+LVM = probe_parse.parse((GOLDEN / "intel-no-tdx.probe").read_text())
 TARGET = HostTarget(name="tdx-1", ssh="root@tdx-1", boot_timeout_s=300)
 KERNEL_ID = "5e1f6a0c9d2b47e8a3f1c0b9d8e7f6a5b4c3d2e1"
 
 
-def host_probe(host: FakeHost, base: probe.HostProbe = TDX) -> probe.HostProbe:
+def host_probe(host: FakeHost, base: probe_state.HostProbe = TDX) -> probe_state.HostProbe:
     """The golden probe, as of the fake host's current boot."""
     return dataclasses.replace(base, boot_id=host.boot_id, systemd=host.systemd)
 
