@@ -3,8 +3,8 @@
 A host target is a machine from lab.yaml's `hosts:` reached over SSH with the user's own
 SSH config and known_hosts. The modules, in the order a run uses them:
 
-    target.py  HostTarget: the settings of one host (filled from lab.yaml by the runner)
-    shell.py   HostShell: the few remote operations used here, and the SSH adapter
+    target.py        HostTarget: the settings of one host (filled from lab.yaml by the runner)
+    shell.py         HostShell: the few remote operations used here, and the SSH adapter
     probe.py         the one remote probe script, run over the shell -> HostProbe
     probe_parse.py   the script's output -> HostProbe (pure)
     probe_state.py   HostProbe: CPU, kernel, KVM VM types, TDX, SEV, kexec, as found
