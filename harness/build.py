@@ -233,10 +233,13 @@ def _build_in(
 def build_dir_for(kernel: str, tree: SourceTree, config_hash: str) -> Path:
     """builds/<kernel>-<key>, keyed by (tree, final .config hash).
 
-    Every build folder sits at the same depth under the cache (see kmake: CCACHE_BASEDIR).
+    Every build folder sits at the same depth under the cache (see kmake: CCACHE_BASEDIR);
+    a series' tree (harness/patchset.py) builds at the same depth beside its worktree.
     """
     key = hashlib.sha256(f"{tree.build_key}\0{config_hash}".encode()).hexdigest()[:16]
-    return cache_dir("builds") / names.build_folder(kernel, key)
+    root = tree.build_root or cache_dir("builds")
+    root.mkdir(parents=True, exist_ok=True)
+    return root / names.build_folder(kernel, key)
 
 
 def _link_latest(build_dir: Path, kernel: str, config_name: str) -> None:

@@ -60,6 +60,15 @@ class TreeError(LabError):
 
     exit_code = 1
 
-    def __init__(self, what: str, fix: str | None = None, *, findings: tuple[Finding, ...]):
+    def __init__(
+        self,
+        what: str,
+        fix: str | None = None,
+        *,
+        findings: tuple[Finding, ...],
+        patches: tuple[dict[str, object], ...] = (),
+    ):
         self.findings = findings
+        # A series from mail: every patch's status, for the report's Series section.
+        self.patches = patches
         super().__init__(what, fix)

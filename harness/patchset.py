@@ -37,9 +37,10 @@ from pathlib import Path
 
 from harness import mbox, names
 from harness.cachelock import locked
+from harness.config import KernelSource, LabConfig, MboxSource
 from harness.errors import Finding, InfraError, TreeError, UserError
 from harness.paths import cache_dir, cache_root
-from harness.source import SourceTree
+from harness.source.tree import SourceTree
 
 # A fixed identity and date: the same base tree always gives the same base commit.
 _BASE_ENV = {
@@ -230,6 +231,7 @@ def series_error(tree: PatchedTree, mbox_file: Path) -> TreeError:
         f"{mbox_file.name}: {reason}",
         f"rebase the series onto the base, or pick another base; git am's output: {log}",
         findings=(finding,),
+        patches=tree.patches,
     )
 
 
@@ -259,3 +261,29 @@ def fetch(message_id: str) -> Path:
     if done.returncode != 0 or not out.is_file():
         raise UserError(f"b4 am <{mid}> failed: {(done.stderr or done.stdout).strip()[-300:]}", how)
     return out
+
+
+# --- `--mbox FILE --base NAME` on the command line --------------------------------------
+
+
+def with_cli_series(lab: LabConfig, mbox_file: Path, base: str) -> tuple[LabConfig, str]:
+    """lab with one more kernel, the mbox applied onto base, as if lab.yaml named it;
+    and that kernel's name (<mbox name>-on-<base>, a safe name)."""
+    if base not in lab.kernels:
+        known = ", ".join(sorted(lab.kernels)) or "none"
+        raise UserError(
+            f"--base {base!r}: not a kernel in lab.yaml (known: {known})",
+            "pass --base with a git, deb or path kernel's name",
+        )
+    if lab.kernels[base].mbox is not None:
+        raise UserError(
+            f"--base {base!r} is an mbox kernel itself", "pass a git, deb or path kernel"
+        )
+    if not mbox_file.is_file():
+        raise UserError(f"--mbox {mbox_file}: no such file", "pass the series' mbox file")
+    stem = names.slug(mbox_file.name.removesuffix(".mbx").removesuffix(".mbox"), max_len=30)
+    name = f"{stem}-on-{base}"[:64]
+    if not names.is_safe_name(name):
+        name = names.hashed_slug(str(mbox_file.resolve()), max_len=20, digits=10)
+    spec = KernelSource(mbox=MboxSource(file=mbox_file.resolve(), base=base))
+    return lab.model_copy(update={"kernels": {**lab.kernels, name: spec}}), name

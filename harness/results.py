@@ -156,6 +156,8 @@ class RunRecord:
     counts: dict[str, int] = field(default_factory=dict)
     results: list[TestResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # A series from mail (mbox kernels): per patch index, subject, message_id, status.
+    series: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -254,6 +256,11 @@ class Recorder:
 
     def environment(self, **info: Any) -> None:
         self.record.environment.update(info)
+        self.save()
+
+    def series(self, patches: Iterable[dict[str, Any]]) -> None:
+        """The kernel's series from mail, patch by patch (the report's Series section)."""
+        self.record.series = [dict(p) for p in patches]
         self.save()
 
     def account(self, what: str, seconds: float) -> None:

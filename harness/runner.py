@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import junit, names, report
+from harness import expect, junit, names, report
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import InfraError, LabError, TreeError, UserError
@@ -100,6 +100,9 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     p = progress or Progress()
     check_kernel(lab, req)
     chosen = choose_suites(lab, req.suites)
+    # lab.yaml's `expect:` for this kernel (a path or a reused build's name: none).
+    spec = lab.kernels.get(req.kernel)
+    expected = tuple(spec.expect) if spec is not None else ()
     cr = CellRun(Recorder(req.results_root, req.cell, run_id=req.run_id), p)
     cr.rec.listener = p.result
     p.say(f"[run] {cr.rec.run_id}: {req.cell}, suites {', '.join(chosen)} -> {cr.rec.root}")
@@ -109,7 +112,8 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
         with contextlib.ExitStack() as stack:
             do_build(cr, lab, req.kernel, req.config, req.manifest, req.bzimage)
             do_boot(cr, lab, _bzimage(cr, req), stack)
-            do_connect(cr, lab, stack, chosen)
+            do_connect(cr, lab, stack, chosen, expect.payload(REPO_ROOT, expected))
+            expect.check(cr, expected)
             complete = do_suites(cr, chosen)
             if not complete:
                 reason = cr.lost_reason or "the VM was lost during a suite"

@@ -13,12 +13,13 @@ import pytest
 from harness import patchset
 from harness.errors import TreeError, UserError
 from harness.paths import cache_dir
-from harness.source import SourceTree, from_path
+from harness.source import SourceTree
+from harness.source.path import from_path
 from tests.unit.fake_kernel import make_tree
 from tests.unit.fake_series import make_series
 
 GMEM = "virt/kvm/guest_memfd.c"
-PRINTK = '/* guest_memfd */\nstatic int __init x(void) { pr_info("gmemlab"); }\n'
+PRINTK = '/* guest_memfd */\nconst char gmemlab_hello[] = "gmemlab: guest_memfd says hello";\n'
 TEST = "tools/testing/selftests/kvm/gmemlab_hello_test.c"
 
 
