@@ -144,11 +144,16 @@ def run_matrix(
     results_root: Path,
     repeat: int = 1,
     run_cell: RunCell | None = None,
+    kernel: str | None = None,
 ) -> int:
-    """Run every cell (repeat times), write the index as cells finish, return the exit."""
+    """Run every cell (repeat times), write the index as cells finish, return the exit.
+    With `kernel` (a lab.yaml name or a tree's path) it replaces the matrix's kernels."""
     if repeat < 1:
         raise UserError(f"--repeat {repeat}: must be at least 1", "pass --repeat 1 or more")
     grid, suites = cells(lab, matrix)
+    if kernel is not None:
+        pairs = dict.fromkeys((c.config, c.target) for c in grid)
+        grid = [Cell(kernel, cfg, tgt) for cfg, tgt in pairs]
     run_one = run_cell or (lambda lab_, req: runner.run(lab_, req))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = results_root / f"matrix-{matrix}-{stamp}"

@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--kernel",
-        help="with --list: this kernel (a lab.yaml name or a tree's path, e.g. the CI's "
-        "checkout) instead of the matrix's kernels",
+        help="this kernel (a lab.yaml name or a tree's path, e.g. the CI's checkout) "
+        "instead of the matrix's kernels",
     )
     parser.add_argument(
         "--kernel-label", help="with --kernel: the name cells carry (default: the folder's name)"
@@ -79,6 +79,8 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     # writes its report before the matrix exits.
     previous = signal.signal(signal.SIGTERM, run_command.on_sigterm)
     try:
-        return matrix.run_matrix(lab, args.name, args.results.resolve(), repeat=args.repeat)
+        return matrix.run_matrix(
+            lab, args.name, args.results.resolve(), repeat=args.repeat, kernel=args.kernel
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
