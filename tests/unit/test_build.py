@@ -318,3 +318,27 @@ def test_run_logged_timeout_kills_the_whole_process_group(tmp_path: Path) -> Non
             return
         time.sleep(0.1)
     pytest.fail("the command's background child survived the timeout")
+
+
+def test_a_tree_at_a_path_kbuild_refuses_builds_from_a_mirror(
+    tmp_path: Path, lab_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Spaces, a comma and '..' in --kernel: kbuild cannot build from such a folder,
+    so the lab builds from an rsync mirror under the cache; nothing lands elsewhere."""
+    real = make_tree(tmp_path / "my tree, v1" / "linux", git=True)
+    hostile = f"{tmp_path}/my tree, v1/../my tree, v1/linux"
+    lab_file = write_lab(tmp_path / "lab", {"dev": {"path": str(real)}}, {"lab": LAB_FRAGMENT})
+    before = sorted(p.name for p in real.parent.iterdir())
+    assert cli.main(["--lab", str(lab_file), "build", "--kernel", hostile]) == 0
+    manifest = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    data = json.loads(manifest.read_text())
+    assert data["source"]["origin"] == str(real) and data["source"]["kind"] == "path"
+    assert Path(data["source"]["path"]).is_relative_to(lab_cache / "sources" / "mirrors")
+    assert manifest.is_relative_to(lab_cache / "builds")
+    assert " " not in manifest.parent.name and "," not in manifest.parent.name
+    assert sorted(p.name for p in real.parent.iterdir()) == before  # nothing written there
+    # An edit in the real tree reaches the next build through the mirror.
+    (real / "virt/kvm/guest_memfd.c").write_text("/* edited */\n")
+    assert cli.main(["--lab", str(lab_file), "build", "--kernel", hostile]) == 0
+    again = build.load_build(Path(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert "/* edited */" in again.vmlinux.read_text() and again.dirty
