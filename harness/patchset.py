@@ -25,14 +25,18 @@ A patch that does not apply is the series' problem, not the lab's: a TreeError (
 
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
 from harness import mbox, names
@@ -187,11 +191,20 @@ def _apply(base: SourceTree, patches: Sequence[mbox.Patch], sha: str, root: Path
         shutil.rmtree(work)
     (root / STATE).unlink(missing_ok=True)
     _git("--git-dir", repo, "worktree", "prune")
-    print(f"  series: checking out {base.describe} into {work}", flush=True)
-    _git("--git-dir", repo, "worktree", "add", "-q", "--detach", "-f", "--", work, commit)
+    # Only the files the series touches first: a series that does not apply fails in
+    # seconds, and the rest of the tree (a minute or two) is checked out only after.
+    touched = _touched(patches)
+    sparse = ["--no-checkout"] if touched else []
+    _git("--git-dir", repo, "worktree", "add", "-q", "--detach", *sparse, "-f", "--", work, commit)
+    if touched:
+        _git("-C", work, "sparse-checkout", "set", "--no-cone", *[f"/{t}" for t in touched])
+        _git("-C", work, "read-tree", "-mu", "HEAD")
     am_dir = root / "am"
     shutil.rmtree(am_dir, ignore_errors=True)
     statuses = mbox.apply(work, list(patches), am_dir)
+    if touched and all(st.status == "applied" for st in statuses):
+        print(f"  series: applied; checking out the rest of {base.describe} into {work}")
+        _git("-C", work, "sparse-checkout", "disable")
     records = []
     for patch, status in zip(patches, statuses, strict=True):
         record = status.record()
@@ -213,6 +226,32 @@ def _apply(base: SourceTree, patches: Sequence[mbox.Patch], sha: str, root: Path
     }
     (root / STATE).write_text(json.dumps(state, indent=2) + "\n")
     return tree
+
+
+_DIFF_PATHS = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
+
+
+def _touched(patches: Sequence[mbox.Patch]) -> list[str] | None:
+    """Every path the series' diffs name, or None when one is not a plain path (then
+    the whole tree is checked out before applying, as git would need it)."""
+    found: dict[str, None] = {}
+    for patch in patches:
+        # The body as git am will read it (quoted-printable and base64 decoded).
+        msg = email.message_from_bytes(patch.text, policy=email.policy.default)
+        body = msg.get_body(("plain",)) if isinstance(msg, EmailMessage) else None
+        try:
+            text = body.get_content() if body is not None else ""
+        except (LookupError, ValueError):
+            return None
+        if not isinstance(text, str):
+            return None
+        if re.search(r'^diff --git "', text, re.MULTILINE):
+            return None  # a quoted (unusual) path name
+        for old, new in _DIFF_PATHS.findall(text):
+            found.update(dict.fromkeys((old, new)))
+    if not found or not all(re.fullmatch(r"[A-Za-z0-9._/+-]+", p) for p in found):
+        return None
+    return sorted(found)
 
 
 def series_error(tree: PatchedTree, mbox_file: Path) -> TreeError:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+import mailbox
 import os
 import re
 import socket
 import subprocess
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -158,3 +162,22 @@ def test_a_message_id_without_network_fails_at_once_naming_mbox_file(
         patchset.fetch("<20260618-gmem-v8-0-abc@google.com>")
     assert "lore.kernel.org is unreachable" in err.value.message
     assert "--mbox FILE" in err.value.message
+
+
+def test_a_series_sent_base64_encoded_applies(deb_base: SourceTree, tmp_path: Path) -> None:
+    """Only the touched files are checked out before git am: they are read from the
+    decoded mail, as git am reads it (a QP or base64 body hides the diff lines)."""
+    box = two_patches(deb_base.path, tmp_path / "series.mbox")
+    encoded = mailbox.mbox(str(tmp_path / "b64.mbox"))
+    for raw in mailbox.mbox(str(box)):
+        msg = email.message_from_bytes(raw.as_bytes(), policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        body = msg.get_content()
+        del msg["Content-Transfer-Encoding"]
+        msg.set_content(body, cte="base64")
+        encoded.add(msg)
+    encoded.close()
+    assert b"diff --git" not in (tmp_path / "b64.mbox").read_bytes()
+    tree = patchset.apply_series(deb_base, tmp_path / "b64.mbox")
+    assert tree.applied == 2 and (tree.path / GMEM).read_text() == PRINTK
+    assert (tree.path / "Makefile").is_file()  # the rest of the tree came after
