@@ -41,6 +41,8 @@ class RunRequest:
     bzimage: Path | None = None
     run_id: str | None = None
     target: str = "qemu"
+    # `--mbox FILE --base NAME`: how to make the kernel again when no build is reused.
+    series_args: tuple[str, ...] = ()
 
     @property
     def cell(self) -> str:
@@ -60,6 +62,8 @@ class RunRequest:
         ]
         if manifest is not None:
             argv += ["--manifest", str(manifest)]
+        elif self.series_args:
+            argv = [*argv[:2], *argv[4:], *self.series_args]  # the series, not its name
         if self.bzimage is not None:
             argv += ["--bzimage", str(self.bzimage)]
         return argv

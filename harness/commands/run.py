@@ -78,6 +78,14 @@ def series_kernel(args: argparse.Namespace, lab: LabConfig) -> tuple[LabConfig, 
     return patchset.with_cli_series(lab, args.mbox, base)
 
 
+def _series_args(args: argparse.Namespace, lab: LabConfig, kernel: str) -> tuple[str, ...]:
+    """--mbox FILE --base NAME again, for the reproducer (the kernel's name is made up)."""
+    spec = lab.kernels.get(kernel)
+    if args.mbox is None or spec is None or spec.mbox is None:
+        return ()
+    return ("--mbox", str(args.mbox.resolve()), "--base", spec.mbox.base)
+
+
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
     # CI cancelling the job: unwind like Ctrl-C so the VM stops and the report is written.
     raise runner.Interrupted()
@@ -111,6 +119,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         results_root=args.results.resolve(),
         manifest=args.manifest.resolve() if args.manifest else None,
         bzimage=args.bzimage.resolve() if args.bzimage else None,
+        series_args=_series_args(args, lab, kernel),
     )
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:

@@ -335,3 +335,16 @@ def test_without_expect_there_is_no_probe(tmp_path: Path, monkeypatch: pytest.Mo
     assert code == 0
     assert not [c for c in h.remote.calls if "tests/guest/probe.py" in c]
     assert "expect" not in load_summary(run_dir).suites
+
+
+def test_the_reproducer_of_a_cli_series_names_the_mbox_until_a_build_exists() -> None:
+    req = runner.RunRequest(
+        kernel="hello-on-mainline",
+        config="lab",
+        suites=("ks",),
+        series_args=("--mbox", "/m/hello.mbox", "--base", "mainline"),
+    )
+    argv = req.reproducer(None)
+    assert "--kernel" not in argv and argv[-4:] == ["--mbox", "/m/hello.mbox", "--base", "mainline"]
+    built = req.reproducer(Path("/b/manifest.json"))
+    assert built[2:4] == ["--kernel", "hello-on-mainline"] and "--mbox" not in built
