@@ -110,9 +110,7 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     start = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
-            do_build(
-                cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target
-            )
+            do_build(cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target)
             do_boot(cr, lab, _bzimage(cr, req), stack)
             do_connect(cr, lab, stack, chosen)
             complete = do_suites(cr, chosen)
