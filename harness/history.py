@@ -590,6 +590,12 @@ def outcomes_by_identity(db: Database, ident: str | None) -> dict[tuple[str, str
     return history
 
 
+def run_in_folder(db: Database, folder: Path) -> RunRow | None:
+    """The run recorded from this run folder (the newest, if it was recorded twice)."""
+    found = _runs(db, "folder = ?", (str(folder.resolve()),), "started DESC, pk DESC", 1)
+    return found[0] if found else None
+
+
 def find_runs(db: Database, ref: str) -> list[RunRow]:
     """Runs named by ref: a key (run-id@started) or a run id (several when a matrix
     cell's run id recurs night after night)."""
