@@ -33,10 +33,12 @@ class FlakyTest:
     suite: str
     test: str
     record: Flakiness
+    # Whose runs the rate is over: "" tonight's identity, else which one.
+    where: str = ""
 
     @property
     def rate(self) -> str:
-        return str(self.record)
+        return f"{self.record}{f' of {self.where}' if self.where else ''}"
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,11 @@ def cell_night(db: Database, cell: str, tonight: Sequence[RunRow], nights: int) 
         )
     flaky, consistent = flaky_tests(db, latest) if latest is not None else ((), ())
     by_key = {(f.suite, f.test): f for f in flaky}
+    # Flaky on the previous night's identity only (tonight is a new commit): still said.
+    for ch in comparison.group(Group.FLAKY) if comparison is not None else []:
+        if ch.key not in by_key and ch.flaky_a is not None and ch.flaky_a.flaky:
+            by_key[ch.key] = FlakyTest(ch.suite, ch.test, ch.flaky_a, "the previous commit")
+    flaky = tuple(sorted(by_key.values(), key=lambda f: (f.suite, f.test)))
     failing = []
     if latest is not None:
         for key, side in compare.by_test(history.results_of(db, latest)).items():

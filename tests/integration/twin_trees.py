@@ -139,3 +139,82 @@ def planted_tree() -> Path:
     plant(tree)
     link_build_dir(tree, config_hash(str(tree)))
     return tree
+
+
+# --- the bisection fixture: a git repository of the 7.3 tree, 8 commits on top -----
+
+BISECT_TEST = "gmem-ioctl:test_guest_memfd.py::test_create_guest_memfd_reserved_ignored"
+_BROKEN = '#error "gmemlab bisect fixture: this commit does not build"\n'
+# (subject, edit): each edit takes the tree's text of a file and returns the new text.
+_COMMITS: list[tuple[str, str, str]] = [
+    ("Documentation: a note for the bisection fixture", "README", "append-note"),
+    ("KVM: guest_memfd: say what kvm_gmem_create checks", GMEM_C, "comment"),
+    ("KVM: guest_memfd: (fixture) a commit that does not build", GMEM_C, "break"),
+    ("KVM: guest_memfd: (fixture) build again", GMEM_C, "unbreak"),
+    ("KVM: guest_memfd: reject a nonzero reserved[0]", GMEM_C, "plant"),
+    ("KVM: guest_memfd: (fixture) another commit that does not build", GMEM_C, "break"),
+    ("KVM: guest_memfd: (fixture) build again", GMEM_C, "unbreak"),
+    ("Documentation: another note", "README", "append-note"),
+]
+
+
+def _edit(text: str, how: str) -> str:
+    if how == "append-note":
+        return text + "\ngmemlab bisect fixture note.\n"
+    if how == "comment":
+        return text.replace(CLEAN_LINE, "\t/* Only flags this VM supports. */\n" + CLEAN_LINE, 1)
+    if how == "break":
+        return _BROKEN + text
+    if how == "unbreak":
+        return text.replace(_BROKEN, "", 1)
+    if how == "plant":
+        return text.replace(CLEAN_LINE, PLANTED_LINE, 1)
+    raise ValueError(how)
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "gmemlab fixture",
+        "GIT_AUTHOR_EMAIL": "fixture@gmemlab",
+        "GIT_COMMITTER_NAME": "gmemlab fixture",
+        "GIT_COMMITTER_EMAIL": "fixture@gmemlab",
+        "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    }
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def bisect_repo() -> tuple[Path, list[str]]:
+    """A git repository over a copy of the mainline tree: the tree as the root commit
+    (every file, ignored ones too), then _COMMITS. Made once; returns the repository
+    and its commits, root first."""
+    repo = cache_root() / FIXTURES / "bisect-repo" / "linux-7.3"
+    if not (repo / ".git" / "refs" / "tags" / "fixture-bad").exists():
+        shutil.rmtree(repo, ignore_errors=True)
+        repo.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", str(mainline_tree()), str(repo)], check=True)
+        _git(repo, "init", "-q", "-b", "main")
+        _git(repo, "add", "-A", "-f", ".")
+        _git(repo, "commit", "-q", "-m", "Linux 7.3.4 (Debian linux-source-7.3)")
+        _git(repo, "tag", "fixture-good")
+        for subject, rel, how in _COMMITS:
+            path = repo / rel
+            path.write_text(_edit(path.read_text(), how))
+            _git(repo, "commit", "-q", "-a", "-m", subject)
+        _git(repo, "tag", "fixture-bad")
+    root = _git(repo, "rev-parse", "fixture-good")
+    return repo, [root, *_git(repo, "rev-list", "--reverse", "fixture-good..fixture-bad").split()]
+
+
+def bisect_worktree() -> Path:
+    """Where lab bisect --worktree puts the bisection's tree (a twin's place), its build
+    folder linked so each step builds incrementally from the shared ccache."""
+    tree = twin_path("bisect")
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    cfg = json.loads(mainline_manifest().read_text())["config"]["hash"]
+    link_build_dir(tree, cfg, kernel=str(tree.resolve()))
+    return tree

@@ -191,3 +191,12 @@ def test_sparkline_is_valid_svg_with_gaps() -> None:
     titles = [t.text for t in root.iter(f"{ns}title")]
     assert "a & b" in titles and "n4 <x>: 75% of tests passed" in titles
     assert ET.fromstring(rate_sparkline_svg([])) is not None
+
+
+def test_flaky_on_the_previous_commit_is_still_said(tmp_path: Path) -> None:
+    lab, root = lab_with(tmp_path), tmp_path / "results"
+    night(lab, root, lambda c, a: {"coin": F if a == 2 else P}, repeat=3)
+    _, folder = night(lab, root, lambda c, a: {"coin": P}, commit="c2")
+    md = (folder / "matrix.md").read_text()
+    flaky = md[md.index("## Flaky tests") : md.index("## Cells over")]
+    assert "| a-lab-qemu | s | coin | passed 2 of 3 runs (67%) of the previous commit |" in flaky
