@@ -352,6 +352,7 @@ def run_bisect(lab: LabConfig, req: BisectRequest, progress: Progress | None = N
             assert proc.stdout is not None
             for line in proc.stdout:
                 sink.write(line)
+                sink.flush()
                 output.append(line)
                 p.say(line.rstrip("\n"))
         text = "".join(output)
