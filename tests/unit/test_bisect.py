@@ -240,3 +240,9 @@ def test_step_argv_calls_this_lab(tmp_path: Path) -> None:
     assert Path(argv[4]).is_absolute()
     assert argv[argv.index("--test") + 1] == "gmem-ioctl:test_guest_memfd.py::test_file_size"
     assert argv[argv.index("--history") + 1] == str(tmp_path / "results")
+
+
+def test_cli_needs_good_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bisect", "--kernel", str(tmp_path), "--test", "gmem-ioctl", "--good", "x"]
+    assert cli.main([*argv, "--results", str(tmp_path / "r")]) == 3
+    assert "needs --good and --bad" in capsys.readouterr().err

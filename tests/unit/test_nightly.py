@@ -200,3 +200,23 @@ def test_flaky_on_the_previous_commit_is_still_said(tmp_path: Path) -> None:
     md = (folder / "matrix.md").read_text()
     flaky = md[md.index("## Flaky tests") : md.index("## Cells over")]
     assert "| a-lab-qemu | s | coin | passed 2 of 3 runs (67%) of the previous commit |" in flaky
+
+
+def test_cli_matrix_ab_and_nights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import cli
+
+    seen: dict[str, object] = {}
+
+    def fake(lab: config.LabConfig, name: str, root: Path, **kw: object) -> int:
+        seen.update(kw, name=name)
+        return 0
+
+    monkeypatch.setattr(matrix, "run_matrix", fake)
+    assert cli.main(["matrix", "nightly", "--ab", "--nights", "5", "--results", str(tmp_path)]) == 0
+    assert seen == {"name": "nightly", "repeat": 1, "ab_base": "", "nights": 5}
+    assert cli.main(["matrix", "nightly", "--ab", "mainline", "--results", str(tmp_path)]) == 0
+    assert seen["ab_base"] == "mainline" and seen["nights"] == nightly.DEFAULT_NIGHTS
+    monkeypatch.undo()
+    lab = lab_with(tmp_path)
+    with pytest.raises(Exception, match="--nights 0"):
+        matrix.run_matrix(lab, "nightly", tmp_path / "r", nights=0)
