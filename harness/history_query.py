@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.history import Database
@@ -158,3 +159,9 @@ def display_ref(db: Database, run: RunRow) -> str:
     """The shortest name that resolves to this run: its id if unique, else its key."""
     n = db.execute("SELECT COUNT(*) FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
     return run.run_id if int(n[0]) == 1 else run.key
+
+
+def run_in_folder(db: Database, folder: Path) -> RunRow | None:
+    """The run recorded from this run folder (the newest, if it was recorded twice)."""
+    found = _runs(db, "folder = ?", (str(folder.resolve()),), "started DESC, pk DESC", 1)
+    return found[0] if found else None
