@@ -160,6 +160,7 @@ class HostSession:
                     clock=self.clock,
                     poll_s=self.poll_s,
                     run_local=self.run_local,
+                    run_id=self.run_id,
                 )
         finally:
             self._release()
