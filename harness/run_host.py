@@ -238,6 +238,7 @@ def _record_restore(cr: CellRun, session: HostSession) -> None:
     r = session.restored
     if r is None:
         return
+    cr.rec.account("boot", r.seconds)  # a reboot, not harness overhead
     cr.rec.environment(
         host_restore=f"{r.status}: {r.detail} ({r.seconds:.0f}s)",
         host_kernel_after=r.proc_version,
