@@ -91,7 +91,7 @@ def up(lab: LabConfig, name: str, bzimage: Path, image: Image) -> HostVm:
             folder / KNOWN_HOSTS, machine.ssh_host, machine.ssh_port, image.host_key_line
         )
         entry = sshconfig.entry(
-            name, port=machine.ssh_port, user=image.user, key=image.client_key, known_hosts=known
+            name, port=machine.ssh_port, user=machine.user, key=image.client_key, known_hosts=known
         )
         sshconfig.write_entry(name, entry)
     except BaseException:
