@@ -165,9 +165,9 @@ def run_on_host(
         host_probe=session.host_probe.to_json(),
     )
     for need in needs:
-        ok, why = session.host_probe.platform(need)
-        if not ok:
-            _skip_all(cr, chosen, f"host {target.name} lacks {need.upper()}: {why}")
+        why_not = session.lacks(need, machine=True)
+        if why_not is not None:
+            _skip_all(cr, chosen, why_not)
             return True, ""
     do_build(cr, lab, kernel, config, manifest, bzimage)
     image = bzimage or (cr.build.bzimage if cr.build is not None else None)
