@@ -40,7 +40,7 @@ from pathlib import Path
 from harness import names, runner, selection
 from harness.config import GIT_SCHEMES, GitSource, LabConfig
 from harness.errors import InfraError, UserError
-from harness.paths import REPO_ROOT, cache_dir
+from harness.paths import REPO_ROOT, cache_dir, new_folder
 from harness.progress import Progress
 from harness.results import EXIT_INFRA, EXIT_OK, EXIT_TEST_FAILED, load_summary
 
@@ -330,8 +330,7 @@ def run_bisect(lab: LabConfig, req: BisectRequest, progress: Progress | None = N
     count = int(git("-C", str(repo), "rev-list", "--count", f"{good}..{bad}"))
     tree = worktree(repo, (req.worktree or default_worktree(repo)).resolve(), bad)
     label = names.slug(Path(req.kernel).name or req.kernel)
-    folder = req.results_root / f"bisect-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    folder.mkdir(parents=True, exist_ok=False)
+    folder = new_folder(req.results_root, f"bisect-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     p.say(
         f"[bisect] {count} commits after {good[:12]} up to {bad[:12]} in {repo}; worktree "
         f"{tree}; each step runs {req.test} -> {folder}"

@@ -27,6 +27,7 @@ from markupsafe import Markup
 from harness import ab, history_report, junit, names, nightly, report, runner
 from harness.config import LabConfig
 from harness.errors import LabError, UserError
+from harness.paths import new_folder
 from harness.results import EXIT_INFRA, EXIT_USER, RunRecord, load_summary, verdict_text
 
 # Exit code precedence across cells: bad input first (nothing meaningful ran), then
@@ -55,20 +56,13 @@ class CellRun:
 
 
 def cells(lab: LabConfig, matrix: str) -> tuple[list[Cell], tuple[str, ...]]:
-    """The cells of a named matrix and the suites they run."""
+    """The cells of a named matrix and the suites they run. Every cell of the grid runs:
+    a host cell whose config needs what the host lacks skips its suites with the host
+    probe's reason (harness/run_host.py), it is never left out silently."""
     if matrix not in lab.matrix:
         known = ", ".join(sorted(lab.matrix)) or "none"
         raise UserError(f"unknown matrix {matrix!r} (known: {known})", "name one from matrix:")
     spec = lab.matrix[matrix]
-    hosts = [t for t in spec.targets if t != "qemu"]
-    if hosts:
-        # Bare-metal cells need a host stage (deploy a kernel with kexec, run over the
-        # user's SSH config) that the lab does not have yet: refuse rather than skip.
-        raise UserError(
-            f"matrix.{matrix}.targets: bare-metal targets {', '.join(hosts)} cannot run yet "
-            "(the lab has no host deploy stage)",
-            "use targets: [qemu] for now",
-        )
     grid = itertools.product(spec.kernels, spec.configs, spec.targets)
     suites = tuple(spec.suites or lab.defaults.suites)
     return [Cell(k, c, t) for k, c, t in grid], suites
@@ -187,7 +181,7 @@ def run_matrix(
     grid, suites = cells(lab, matrix)
     grid = _ordered(grid, ab_base)
     run_one = run_cell or (lambda lab_, req: runner.run(lab_, req))
-    folder = _new_folder(results_root, f"matrix-{matrix}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    folder = new_folder(results_root, f"matrix-{matrix}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     done: list[CellRun] = []
     ab_rows: list[AbRow] = []
     # (base kernel, config, target) -> (its run folder, its exit code), once per matrix.
@@ -239,19 +233,6 @@ def run_matrix(
         view = _nightly(results_root, done, folder, nights, warn)
         write_index(folder, matrix, done, view, ab_rows, exit_code=combined_exit(counted))
     return combined_exit(counted)
-
-
-def _new_folder(root: Path, name: str) -> Path:
-    """root/name, or root/name-2, -3... when a matrix started in the same second."""
-    root.mkdir(parents=True, exist_ok=True)
-    for n in itertools.count(1):
-        folder = root / (name if n == 1 else f"{name}-{n}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
 
 
 def _nightly(

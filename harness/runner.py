@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import history_record, junit, names, report
+from harness import history_record, junit, names, report, run_host
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import InfraError, LabError, UserError
@@ -40,10 +40,13 @@ class RunRequest:
     manifest: Path | None = None
     bzimage: Path | None = None
     run_id: str | None = None
+    # "qemu" (the lab VM) or a name from lab.yaml's hosts: (harness/run_host.py).
     target: str = "qemu"
     # Where history.sqlite lives (a matrix or bisect puts its runs in a subfolder of the
     # results root, but records them in the root's history); None: results_root.
     history_root: Path | None = None
+    # A host target held by another run: wait this long for its lock (0: fail at once).
+    wait_s: float = 0.0
 
     @property
     def cell(self) -> str:
@@ -65,6 +68,8 @@ class RunRequest:
             argv += ["--manifest", str(manifest)]
         if self.bzimage is not None:
             argv += ["--bzimage", str(self.bzimage)]
+        if self.target != "qemu":
+            argv += ["--target", self.target]
         return argv
 
 
@@ -110,12 +115,27 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     start = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
-            do_build(cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target)
-            do_boot(cr, lab, _bzimage(cr, req), stack)
-            do_connect(cr, lab, stack, chosen)
-            complete = do_suites(cr, chosen)
-            if not complete:
-                reason = cr.lost_reason or "the VM was lost during a suite"
+            if req.target == "qemu":
+                do_build(
+                    cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target
+                )
+                do_boot(cr, lab, _bzimage(cr, req), stack)
+                do_connect(cr, lab, stack, chosen)
+                complete = do_suites(cr, chosen)
+                reason = "" if complete else cr.lost_reason or "the VM was lost during a suite"
+            else:
+                complete, reason = run_host.run_on_host(
+                    cr,
+                    lab,
+                    stack,
+                    chosen,
+                    host=req.target,
+                    kernel=req.kernel,
+                    config=req.config,
+                    manifest=req.manifest,
+                    bzimage=req.bzimage,
+                    wait_s=req.wait_s,
+                )
             with cr.stage("shutdown"):
                 stack.close()
     except (KeyboardInterrupt, Interrupted):

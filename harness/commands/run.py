@@ -41,6 +41,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--bzimage", type=Path, help="boot this bzImage (without --manifest no selftests run)"
     )
     parser.add_argument(
+        "--target",
+        help="qemu (the lab VM) or a host from lab.yaml's hosts:, which gets the kernel by "
+        "kexec and is rebooted into its own afterwards (default: defaults.target)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a host target held by another run: wait up to S seconds for it (default: "
+        "fail at once, naming the holder)",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=REPO_ROOT / "results",
@@ -76,6 +89,8 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         if sel.test is not None:
             lab = selection.narrow(lab, sel)
     names = tuple(dict.fromkeys(sel.suite for sel in picked))
+    if args.wait < 0:
+        raise UserError(f"--wait {args.wait}: must be 0 or more seconds", "pass --wait 0 or more")
     for path in (args.manifest, args.bzimage):
         if path is not None and not path.is_file():
             raise UserError(f"no such file: {path}", "check the path (lab build prints it)")
@@ -95,6 +110,8 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         results_root=args.results.resolve(),
         manifest=args.manifest.resolve() if args.manifest else None,
         bzimage=args.bzimage.resolve() if args.bzimage else None,
+        target=args.target or lab.defaults.target,
+        wait_s=args.wait,
     )
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
