@@ -13,7 +13,7 @@ MATRIX ?= nightly
 LAB_ARGS := $(if $(KERNEL),--kernel $(KERNEL)) $(if $(CONFIG),--config $(CONFIG))
 DEPS_STAMP := .deps-installed
 
-.PHONY: help venv deps lab-test check lint ci-lint unit guest-host integration build image boot nightly bench clean
+.PHONY: help venv deps lab-test check lint ci-lint unit guest-host integration scenarios faults build image boot nightly bench clean
 
 help:
 	@echo "make lab-test [KERNEL=mainline] [CONFIG=lab]   build, boot, test, report"
@@ -80,9 +80,19 @@ guest-host: venv
 			--junitxml=results/guest-host.xml; \
 	else echo "guest-host: no usable /dev/kvm here, the guest suite runs inside the lab VM only"; fi
 
-# Real kernel build, real QEMU, real SSH: slow, uses the lab cache.
+# Real kernel build, real QEMU, real SSH: slow, uses the lab cache. The long scenario
+# suites (marker `scenario`) stay out of make check: see `make scenarios`.
 integration: $(DEPS_STAMP) venv
-	$(BIN)/pytest tests/integration -v -m slow
+	$(BIN)/pytest tests/integration -v -m "slow and not scenario"
+
+# Long scenario suites: fault injection, the host VM, series from mail, A/B, bisect,
+# CI pipeline runs. Each boots many VMs and builds kernels; allow an hour or more.
+scenarios: $(DEPS_STAMP) venv
+	$(BIN)/pytest tests/integration -v -m scenario
+
+# The fault-injection scenarios alone (interrupts, hangs, paused VM, QEMU aborts, ...).
+faults: $(DEPS_STAMP) venv
+	$(BIN)/pytest tests/integration -v -m faults
 
 bench: $(DEPS_STAMP) venv
 	$(BIN)/python bench/boot.py

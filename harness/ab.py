@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import compare, history, history_report, report, runner
+from harness import compare, history, history_query, history_record, history_report, report, runner
 from harness.compare import BAD, Comparison, Group
 from harness.config import LabConfig
 from harness.errors import LabError, UserError
@@ -132,13 +132,13 @@ def compare_runs(history_root: Path, base_dir: Path, series_dir: Path) -> Compar
     from the two summaries alone when the history cannot be read."""
     try:
         with history.opened(history.default_path(history_root)) as db:
-            a = history.record_run(db, base_dir).run
-            b = history.record_run(db, series_dir).run
+            a = history_record.record_run(db, base_dir).run
+            b = history_record.record_run(db, series_dir).run
             return compare.compare(
-                history.results_of(db, a),
-                history.results_of(db, b),
-                history.outcomes_by_identity(db, a.identity),
-                history.outcomes_by_identity(db, b.identity),
+                history_query.results_of(db, a),
+                history_query.results_of(db, b),
+                history_query.outcomes_by_identity(db, a.identity),
+                history_query.outcomes_by_identity(db, b.identity),
                 same_identity=a.identity is not None and a.identity == b.identity,
             )
     except LabError:

@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 from markupsafe import Markup  # jinja2's own dependency: marks the HTML section as safe
 
 from harness.compare import REPORT_ORDER, Change, Comparison, Flakiness, Group
-from harness.history import RunRow
+from harness.history_query import RunRow
 from harness.report import template_env
 from harness.results import EXIT_OK, EXIT_TEST_FAILED
 
@@ -299,7 +299,7 @@ class CellStrip:
 
 
 def cell_strip(cell: str, runs: Sequence[RunRow], last: int = 14) -> CellStrip:
-    """The cell's last `last` runs (history.runs_for_cell order: oldest first) as a
+    """The cell's last `last` runs (history_query.runs_for_cell order: oldest first) as a
     strip, with the pass rate over them."""
     shown = list(runs)[-last:] if last > 0 else []
     points = [

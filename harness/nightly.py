@@ -17,9 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import compare, history
+from harness import compare, history, history_query
 from harness.compare import BAD, Comparison, Flakiness, Group
-from harness.history import Database, RunRow
+from harness.history import Database
+from harness.history_query import RunRow
 from harness.history_report import CellStrip, cell_strip, rate_sparkline_svg, run_outcome
 from harness.results import Outcome
 
@@ -82,7 +83,9 @@ def flaky_tests(
     """The flaky tests on run's identity, and the tests consistently failing over more
     than one run of it."""
     flaky, consistent = [], []
-    for (suite, test), outcomes in sorted(history.outcomes_by_identity(db, run.identity).items()):
+    for (suite, test), outcomes in sorted(
+        history_query.outcomes_by_identity(db, run.identity).items()
+    ):
         record = compare.flakiness(outcomes)
         if record.flaky:
             flaky.append(FlakyTest(suite, test, record))
@@ -93,7 +96,7 @@ def flaky_tests(
 
 def cell_night(db: Database, cell: str, tonight: Sequence[RunRow], nights: int) -> CellNight:
     """The cell's view: tonight's runs (oldest first) against the history before them."""
-    drawn = history.runs_for_cell(db, cell, last=nights)
+    drawn = history_query.runs_for_cell(db, cell, last=nights)
     rates = tuple(test_pass_rate(r) for r in drawn)
     latest = tonight[-1] if tonight else (drawn[-1] if drawn else None)
     previous = None
@@ -101,16 +104,18 @@ def cell_night(db: Database, cell: str, tonight: Sequence[RunRow], nights: int) 
         mine = {r.pk for r in tonight} | {latest.pk}
         first = min((r.started for r in tonight), default=latest.started)
         before = [
-            r for r in history.runs_for_cell(db, cell) if r.pk not in mine and r.started <= first
+            r
+            for r in history_query.runs_for_cell(db, cell)
+            if r.pk not in mine and r.started <= first
         ]
         previous = before[-1] if before else None
     comparison = None
     if latest is not None and previous is not None:
         comparison = compare.compare(
-            history.results_of(db, previous),
-            history.results_of(db, latest),
-            history.outcomes_by_identity(db, previous.identity),
-            history.outcomes_by_identity(db, latest.identity),
+            history_query.results_of(db, previous),
+            history_query.results_of(db, latest),
+            history_query.outcomes_by_identity(db, previous.identity),
+            history_query.outcomes_by_identity(db, latest.identity),
             same_identity=previous.identity is not None and previous.identity == latest.identity,
         )
     flaky, consistent = flaky_tests(db, latest) if latest is not None else ((), ())
@@ -122,7 +127,7 @@ def cell_night(db: Database, cell: str, tonight: Sequence[RunRow], nights: int) 
     flaky = tuple(sorted(by_key.values(), key=lambda f: (f.suite, f.test)))
     failing = []
     if latest is not None:
-        for key, side in compare.by_test(history.results_of(db, latest)).items():
+        for key, side in compare.by_test(history_query.results_of(db, latest)).items():
             if side.outcome in BAD:
                 failing.append((key[0], key[1], side.outcome.value, by_key.get(key)))
     titles = [f"{r.started} · {r.run_id}" for r in drawn]
@@ -155,6 +160,6 @@ def view(
     with history.opened(path) as db:
         out = []
         for cell, dirs in folders.items():
-            tonight = [r for d in dirs if (r := history.run_in_folder(db, d)) is not None]
+            tonight = [r for d in dirs if (r := history_query.run_in_folder(db, d)) is not None]
             out.append(cell_night(db, cell, tonight, nights))
         return out

@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 from harness import build as build_stage
-from harness import history, image, suites
+from harness import history_record, image, suites
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
 from harness.paths import REPO_ROOT
@@ -56,7 +56,7 @@ def do_build(
             manifest=str(b.manifest),
             selftests=", ".join(f"{k}: {v}" for k, v in sorted(b.selftests.items())),
             # dirty, diff hash, mbox: the source identity the history groups runs by.
-            **history.build_identity(b.manifest),
+            **history_record.build_identity(b.manifest),
         )
     else:
         cr.rec.environment(kernel=kernel, config=config, target=target)

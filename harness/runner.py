@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import history, junit, names, report
+from harness import history_record, junit, names, report
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import InfraError, LabError, UserError
@@ -139,7 +139,7 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
         junit.write(record.results, cr.rec.root / "junit.xml", req.cell)
         html, md = report.render(record, cr.rec.root)
     # The summary is final: index it (a warning at worst, never another exit code).
-    history.record_or_warn(req.history_root or req.results_root, cr.rec.root, p.say)
+    history_record.record_or_warn(req.history_root or req.results_root, cr.rec.root, p.say)
     code = record.exit_code
     p.say(
         f"\nverdict: {record.verdict} (exit {code}) in {time.monotonic() - start:.0f}s; "

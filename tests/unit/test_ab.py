@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from harness import ab, config, history, runner
+from harness import ab, config, history_record, runner
 from harness.compare import Group
 from harness.config import LabConfig
 from harness.errors import UserError
@@ -48,7 +48,7 @@ class FakeRuns:
             rec.add(TestResult(suite, test, outcome, reason="why" if outcome is not P else ""))
         record = rec.finish(self.complete)
         report.render(record, rec.root)
-        history.record_or_warn(req.history_root or req.results_root, rec.root, p.say)
+        history_record.record_or_warn(req.history_root or req.results_root, rec.root, p.say)
         return record.exit_code
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import history
+from harness import history, history_query, history_record
 from harness.config import SuiteSpec
 from tests.unit import test_runner as tr
 from tests.unit.fakes import Reply
@@ -27,11 +27,11 @@ def test_a_run_is_recorded_with_its_identity(
     code, run_dir, out = h.run(tr.lab_with(tmp_path, SUITES), ("c",))
     assert code == 0, out
     with history.opened(tmp_path / "results" / history.DB_NAME) as db:
-        (run,) = history.last_runs(db)
+        (run,) = history_query.last_runs(db)
         assert run.folder == str(run_dir)
         assert run.target == "qemu" and run.dirty and run.diff_sha256 == "d1ff"
         assert run.identity == "0123456789ab+d1ff|cafe|qemu"
-        assert [r.outcome.value for r in history.results_of(db, run)] == ["pass"]
+        assert [r.outcome.value for r in history_query.results_of(db, run)] == ["pass"]
 
 
 def test_a_broken_history_is_a_warning_not_an_exit_code(
@@ -52,7 +52,7 @@ def test_history_root_is_where_the_database_goes(
 ) -> None:
     calls: list[tuple[Path, Path]] = []
     monkeypatch.setattr(
-        history, "record_or_warn", lambda root, run_dir, warn: calls.append((root, run_dir))
+        history_record, "record_or_warn", lambda root, run_dir, warn: calls.append((root, run_dir))
     )
     h = tr.Harness(tmp_path, monkeypatch, tr.dmesg_then(lambda a: Reply(0), [tr.BEFORE]))
     import io
@@ -76,24 +76,24 @@ def test_history_root_is_where_the_database_goes(
 
 def test_build_identity_reads_the_manifest(tmp_path: Path) -> None:
     m = tmp_path / "manifest.json"
-    assert history.build_identity(m) == {}  # no file: nothing, no error
+    assert history_record.build_identity(m) == {}  # no file: nothing, no error
     m.write_text("{not json")
-    assert history.build_identity(m) == {}
+    assert history_record.build_identity(m) == {}
     m.write_text(json.dumps({"source": {"kind": "git", "dirty": False, "base": "d2ea4ff"}}))
-    assert history.build_identity(m) == {
+    assert history_record.build_identity(m) == {
         "kernel_dirty": False,
         "kernel_source_kind": "git",
         "kernel_base": "d2ea4ff",
     }
     m.write_text(json.dumps({"source": {"kind": "mbox", "mbox": {"sha256": "ab" * 32}}}))
-    assert history.build_identity(m)["mbox_sha256"] == "ab" * 32
+    assert history_record.build_identity(m)["mbox_sha256"] == "ab" * 32
 
 
 def test_record_or_warn_survives_a_bug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(root: Path, run_dir: Path) -> history.Recorded:
+    def boom(root: Path, run_dir: Path) -> history_record.Recorded:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(history, "record", boom)
+    monkeypatch.setattr(history_record, "record", boom)
     said: list[str] = []
-    assert history.record_or_warn(tmp_path, tmp_path / "run", said.append) is None
+    assert history_record.record_or_warn(tmp_path, tmp_path / "run", said.append) is None
     assert "RuntimeError: bug" in said[0] and f"lab history import {tmp_path / 'run'}" in said[0]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import config, history, matrix, nightly, report, runner
+from harness import config, history_record, matrix, nightly, report, runner
 from harness.history_report import rate_sparkline_svg
 from harness.results import Outcome, Recorder, TestResult
 
@@ -73,7 +73,7 @@ class Nights:
         rec.record.started = f"2026-01-{self.day:02d}T02:00:{self.n:02d}"
         record = rec.finish(True)
         report.render(record, rec.root)
-        history.record_or_warn(req.history_root, rec.root, print)
+        history_record.record_or_warn(req.history_root, rec.root, print)
         return record.exit_code
 
 
