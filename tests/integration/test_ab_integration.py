@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration import twin_trees
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 
 @pytest.fixture(scope="module")

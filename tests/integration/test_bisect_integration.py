@@ -16,7 +16,7 @@ import pytest
 
 from tests.integration import twin_trees
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 
 def test_bisect_finds_the_breaking_commit_in_at_most_4_builds() -> None:

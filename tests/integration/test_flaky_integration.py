@@ -23,7 +23,7 @@ import yaml
 from harness.paths import REPO_ROOT
 from tests.integration import twin_trees
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 COIN = ["sh", "-c", "test $(( $(od -An -N1 -tu1 /dev/urandom) % 3 )) -ne 0"]
 TEST = "sh -c 'test $(( $(od -An -N1 -tu1 /dev/urandom) % 3 )) -ne 0'"
