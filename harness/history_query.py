@@ -165,9 +165,3 @@ def display_ref(db: Database, run: RunRow) -> str:
     """The shortest name that resolves to this run: its id if unique, else its key."""
     n = db.execute("SELECT COUNT(*) FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
     return run.run_id if int(n[0]) == 1 else run.key
-
-
-def run_in_folder(db: Database, folder: Path) -> RunRow | None:
-    """The run recorded from this run folder (the newest, if it was recorded twice)."""
-    found = _runs(db, "folder = ?", (str(folder.resolve()),), "started DESC, pk DESC", 1)
-    return found[0] if found else None

@@ -43,7 +43,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{self.kernel}-{self.config}-{self.target}"
+        return names.cell_name(self.kernel, self.config, self.target)
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,7 @@ def run_matrix(
     ab_base: str | None = None,
     nights: int = nightly.DEFAULT_NIGHTS,
     warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+    kernel: str | None = None,
 ) -> int:
     """Run every cell (repeat times), write the index as cells finish, return the exit.
 
@@ -173,12 +174,16 @@ def run_matrix(
     draws each cell's last `nights` runs from there. With ab_base (a kernel, or "" for
     each kernel's own base: commit), every other cell is compared with the base kernel's
     run of the same config and target, and counts by that comparison (harness.ab).
+    With `kernel` (a lab.yaml name or a tree's path) it replaces the matrix's kernels.
     """
     if repeat < 1:
         raise UserError(f"--repeat {repeat}: must be at least 1", "pass --repeat 1 or more")
     if nights < 1:
         raise UserError(f"--nights {nights}: must be at least 1", "pass --nights 1 or more")
     grid, suites = cells(lab, matrix)
+    if kernel is not None:
+        pairs = dict.fromkeys((c.config, c.target) for c in grid)
+        grid = [Cell(kernel, cfg, tgt) for cfg, tgt in pairs]
     grid = _ordered(grid, ab_base)
     run_one = run_cell or (lambda lab_, req: runner.run(lab_, req))
     folder = new_folder(results_root, f"matrix-{matrix}-{dt.datetime.now():%Y%m%d-%H%M%S}")

@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import history_record, junit, names, report, run_host
+from harness import expect, history_record, junit, names, report, run_host
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
-from harness.errors import InfraError, LabError, UserError
+from harness.errors import InfraError, LabError, TreeError, UserError
 from harness.paths import REPO_ROOT
 from harness.progress import Progress
 from harness.results import EXIT_USER, Recorder
-from harness.run_stages import collect, do_boot, do_build, do_connect
+from harness.run_stages import collect, do_boot, do_build, do_connect, record_findings
 from harness.run_suites import do_suites
 
 
@@ -47,11 +47,13 @@ class RunRequest:
     history_root: Path | None = None
     # A host target held by another run: wait this long for its lock (0: fail at once).
     wait_s: float = 0.0
+    # `--mbox FILE --base NAME`: how to make the kernel again when no build is reused.
+    series_args: tuple[str, ...] = ()
 
     @property
     def cell(self) -> str:
         """The cell's folder name: only safe characters, whatever --kernel was."""
-        return f"{names.kernel_slug(self.kernel)}-{self.config}-{self.target}"
+        return names.cell_name(self.kernel, self.config, self.target)
 
     def reproducer(self, manifest: Path | None) -> list[str]:
         argv = [
@@ -66,6 +68,8 @@ class RunRequest:
         ]
         if manifest is not None:
             argv += ["--manifest", str(manifest)]
+        elif self.series_args:
+            argv = [*argv[:2], *argv[4:], *self.series_args]  # the series, not its name
         if self.bzimage is not None:
             argv += ["--bzimage", str(self.bzimage)]
         if self.target != "qemu":
@@ -108,6 +112,9 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     p = progress or Progress()
     check_kernel(lab, req)
     chosen = choose_suites(lab, req.suites)
+    # lab.yaml's `expect:` for this kernel (a path or a reused build's name: none).
+    spec = lab.kernels.get(req.kernel)
+    expected = tuple(spec.expect) if spec is not None else ()
     cr = CellRun(Recorder(req.results_root, req.cell, run_id=req.run_id), p)
     cr.rec.listener = p.result
     p.say(f"[run] {cr.rec.run_id}: {req.cell}, suites {', '.join(chosen)} -> {cr.rec.root}")
@@ -120,7 +127,8 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
                     cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target
                 )
                 do_boot(cr, lab, _bzimage(cr, req), stack)
-                do_connect(cr, lab, stack, chosen)
+                do_connect(cr, lab, stack, chosen, expect.payload(REPO_ROOT, expected))
+                expect.check(cr, expected)
                 complete = do_suites(cr, chosen)
                 reason = "" if complete else cr.lost_reason or "the VM was lost during a suite"
             else:
@@ -138,6 +146,12 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
                 )
             with cr.stage("shutdown"):
                 stack.close()
+    except TreeError as exc:
+        # The kernel does not build or its series does not apply: the cell's finding
+        # (fail results, exit 1), and nothing is left to run.
+        record_findings(cr, exc)
+        complete = True
+        p.say(f"[run] {exc.what.splitlines()[0]}")
     except (KeyboardInterrupt, Interrupted):
         reason = "interrupted (Ctrl-C or SIGTERM)"
         p.say(f"[run] {reason}: stopping the VM and writing what was collected")

@@ -64,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--kernel",
-        help="with --list: this kernel (a lab.yaml name or a tree's path, e.g. the CI's "
-        "checkout) instead of the matrix's kernels",
+        help="this kernel (a lab.yaml name or a tree's path, e.g. the CI's checkout) "
+        "instead of the matrix's kernels",
     )
     parser.add_argument(
         "--kernel-label", help="with --kernel: the name cells carry (default: the folder's name)"
@@ -105,6 +105,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
             repeat=args.repeat,
             ab_base=args.ab,
             nights=args.nights,
+            kernel=args.kernel,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import ab, runner, selection
+from harness import ab, patchset, runner, selection
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.paths import REPO_ROOT
@@ -26,8 +26,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "missing results, 3 bad input."
         ),
     )
-    parser.add_argument("--kernel", help="a kernel name from lab.yaml (default: defaults.kernel)")
+    parser.add_argument(
+        "--kernel",
+        help="a kernel name from lab.yaml or the path of a kernel tree (default: defaults.kernel)",
+    )
     parser.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
+    add_series_arguments(parser)
     parser.add_argument(
         "--suites",
         help="comma-separated suite names from lab.yaml (default: defaults.suites); "
@@ -72,6 +76,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
+def add_series_arguments(parser: argparse.ArgumentParser) -> None:
+    """--mbox FILE --base NAME: a series from mail onto a lab.yaml kernel (lab run, build)."""
+    parser.add_argument(
+        "--mbox",
+        type=Path,
+        help="apply this series (an mbox: b4 am, git format-patch --stdout) onto --base "
+        "and test the result, as an mbox kernel in lab.yaml would",
+    )
+    parser.add_argument(
+        "--base", help="with --mbox: the lab.yaml kernel to apply it onto (default: --kernel)"
+    )
+
+
+def series_kernel(args: argparse.Namespace, lab: LabConfig) -> tuple[LabConfig, str | None]:
+    """With --mbox: lab plus the series' kernel, and its name; else lab and --kernel."""
+    if args.mbox is None:
+        if args.base is not None:
+            raise UserError("--base needs --mbox", "pass the series' mbox with --mbox FILE")
+        return lab, args.kernel
+    if getattr(args, "manifest", None) is not None or getattr(args, "bzimage", None) is not None:
+        raise UserError(
+            "--mbox builds a kernel: it cannot go with --manifest or --bzimage",
+            "drop one of them",
+        )
+    base = args.base or args.kernel or lab.defaults.kernel
+    return patchset.with_cli_series(lab, args.mbox, base)
+
+
+def _series_args(args: argparse.Namespace, lab: LabConfig, kernel: str) -> tuple[str, ...]:
+    """--mbox FILE --base NAME again, for the reproducer (the kernel's name is made up)."""
+    spec = lab.kernels.get(kernel)
+    if args.mbox is None or spec is None or spec.mbox is None:
+        return ()
+    return ("--mbox", str(args.mbox.resolve()), "--base", spec.mbox.base)
+
+
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
     # CI cancelling the job: unwind like Ctrl-C so the VM stops and the report is written.
     raise runner.Interrupted()
@@ -94,7 +134,8 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     for path in (args.manifest, args.bzimage):
         if path is not None and not path.is_file():
             raise UserError(f"no such file: {path}", "check the path (lab build prints it)")
-    kernel = args.kernel or lab.defaults.kernel
+    lab, chosen = series_kernel(args, lab)
+    kernel = chosen or lab.defaults.kernel
     config_name = args.config or lab.defaults.config
     if args.manifest is not None:
         # A reused build names its own kernel and config (the cell's name).
@@ -112,6 +153,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         bzimage=args.bzimage.resolve() if args.bzimage else None,
         target=args.target or lab.defaults.target,
         wait_s=args.wait,
+        series_args=_series_args(args, lab, kernel),
     )
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:

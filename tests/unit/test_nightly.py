@@ -213,7 +213,7 @@ def test_cli_matrix_ab_and_nights(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(matrix, "run_matrix", fake)
     assert cli.main(["matrix", "nightly", "--ab", "--nights", "5", "--results", str(tmp_path)]) == 0
-    assert seen == {"name": "nightly", "repeat": 1, "ab_base": "", "nights": 5}
+    assert seen == {"name": "nightly", "repeat": 1, "ab_base": "", "nights": 5, "kernel": None}
     assert cli.main(["matrix", "nightly", "--ab", "mainline", "--results", str(tmp_path)]) == 0
     assert seen["ab_base"] == "mainline" and seen["nights"] == nightly.DEFAULT_NIGHTS
     monkeypatch.undo()
