@@ -224,6 +224,7 @@ def gitlab_child(
                 "GMEMLAB_CELL": e.cell,
                 "GMEMLAB_BUILD_KEY": e.build_key,
                 "GMEMLAB_SUITES": ",".join(e.suites),
+                "GMEMLAB_TARGET": e.target,
             },
             "script": ['bash "$GMEMLAB_DIR/ci/cell.sh"'],
             "cache": {**cache, "policy": "pull-push"},

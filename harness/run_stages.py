@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import build as build_stage
-from harness import image, names, suites
+from harness import history_record, image, names, suites
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import TreeError
@@ -32,6 +32,8 @@ def do_build(
     config: str,
     manifest: Path | None,
     bzimage: Path | None,
+    *,
+    target: str = "qemu",
 ) -> None:
     # Named first, so a kernel that does not build still says which it was.
     cr.rec.environment(kernel=kernel, config=config)
@@ -53,11 +55,14 @@ def do_build(
         cr.rec.environment(
             kernel=kernel,
             config=config,
+            target=target,
             kernel_commit=b.commit,
             kernel_describe=b.describe,
             config_hash=b.config_hash,
             manifest=str(b.manifest),
             selftests=", ".join(f"{k}: {v}" for k, v in sorted(b.selftests.items())),
+            # dirty, diff hash, mbox: the source identity the history groups runs by.
+            **history_record.build_identity(b.manifest),
         )
         record_series(cr, b.manifest)
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import expect, junit, names, report
+from harness import expect, history_record, junit, names, report, run_host
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import InfraError, LabError, TreeError, UserError
@@ -40,7 +40,13 @@ class RunRequest:
     manifest: Path | None = None
     bzimage: Path | None = None
     run_id: str | None = None
+    # "qemu" (the lab VM) or a name from lab.yaml's hosts: (harness/run_host.py).
     target: str = "qemu"
+    # Where history.sqlite lives (a matrix or bisect puts its runs in a subfolder of the
+    # results root, but records them in the root's history); None: results_root.
+    history_root: Path | None = None
+    # A host target held by another run: wait this long for its lock (0: fail at once).
+    wait_s: float = 0.0
     # `--mbox FILE --base NAME`: how to make the kernel again when no build is reused.
     series_args: tuple[str, ...] = ()
 
@@ -66,6 +72,8 @@ class RunRequest:
             argv = [*argv[:2], *argv[4:], *self.series_args]  # the series, not its name
         if self.bzimage is not None:
             argv += ["--bzimage", str(self.bzimage)]
+        if self.target != "qemu":
+            argv += ["--target", self.target]
         return argv
 
 
@@ -114,13 +122,28 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     start = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
-            do_build(cr, lab, req.kernel, req.config, req.manifest, req.bzimage)
-            do_boot(cr, lab, _bzimage(cr, req), stack)
-            do_connect(cr, lab, stack, chosen, expect.payload(REPO_ROOT, expected))
-            expect.check(cr, expected)
-            complete = do_suites(cr, chosen)
-            if not complete:
-                reason = cr.lost_reason or "the VM was lost during a suite"
+            if req.target == "qemu":
+                do_build(
+                    cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target
+                )
+                do_boot(cr, lab, _bzimage(cr, req), stack)
+                do_connect(cr, lab, stack, chosen, expect.payload(REPO_ROOT, expected))
+                expect.check(cr, expected)
+                complete = do_suites(cr, chosen)
+                reason = "" if complete else cr.lost_reason or "the VM was lost during a suite"
+            else:
+                complete, reason = run_host.run_on_host(
+                    cr,
+                    lab,
+                    stack,
+                    chosen,
+                    host=req.target,
+                    kernel=req.kernel,
+                    config=req.config,
+                    manifest=req.manifest,
+                    bzimage=req.bzimage,
+                    wait_s=req.wait_s,
+                )
             with cr.stage("shutdown"):
                 stack.close()
     except TreeError as exc:
@@ -149,6 +172,8 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
         record = cr.rec.finish(complete, reason, forced_exit=forced_exit)
         junit.write(record.results, cr.rec.root / "junit.xml", req.cell)
         html, md = report.render(record, cr.rec.root)
+    # The summary is final: index it (a warning at worst, never another exit code).
+    history_record.record_or_warn(req.history_root or req.results_root, cr.rec.root, p.say)
     code = record.exit_code
     p.say(
         f"\nverdict: {record.verdict} (exit {code}) in {time.monotonic() - start:.0f}s; "

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import patchset, runner
+from harness import ab, patchset, runner, selection
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.paths import REPO_ROOT
@@ -33,7 +33,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
     add_series_arguments(parser)
     parser.add_argument(
-        "--suites", help="comma-separated suite names from lab.yaml (default: defaults.suites)"
+        "--suites",
+        help="comma-separated suite names from lab.yaml (default: defaults.suites); "
+        "SUITE:TEST runs one test of a pytest or kselftest suite (a pytest node id such "
+        "as gmem-ioctl:test_guest_memfd.py::test_file_size, or a -k expression)",
     )
     parser.add_argument(
         "--manifest", type=Path, help="reuse a finished build: its manifest.json (from lab build)"
@@ -42,10 +45,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--bzimage", type=Path, help="boot this bzImage (without --manifest no selftests run)"
     )
     parser.add_argument(
+        "--target",
+        help="qemu (the lab VM) or a host from lab.yaml's hosts:, which gets the kernel by "
+        "kexec and is rebooted into its own afterwards (default: defaults.target)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a host target held by another run: wait up to S seconds for it (default: "
+        "fail at once, naming the holder)",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=REPO_ROOT / "results",
         help="where results/<run-id>/ and results/latest go (default: ./results)",
+    )
+    parser.add_argument(
+        "--ab",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="BASE",
+        help="also run BASE (a lab.yaml kernel or a tree's path; alone: the kernel's own "
+        "git base: commit) with the same config, image and suites, and lead the report "
+        "with the comparison; exit 1 if the kernel regressed against BASE",
     )
     parser.set_defaults(func=run)
 
@@ -92,13 +118,19 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
-    names = (
-        tuple(s.strip() for s in args.suites.split(",") if s.strip())
+    picked = (
+        [selection.parse(s) for s in args.suites.split(",") if s.strip()]
         if args.suites
-        else tuple(lab.defaults.suites)
+        else [selection.Selection(s) for s in lab.defaults.suites]
     )
-    if not names:
+    if not picked:
         raise UserError("--suites is empty", "name at least one suite from lab.yaml")
+    for sel in picked:
+        if sel.test is not None:
+            lab = selection.narrow(lab, sel)
+    names = tuple(dict.fromkeys(sel.suite for sel in picked))
+    if args.wait < 0:
+        raise UserError(f"--wait {args.wait}: must be 0 or more seconds", "pass --wait 0 or more")
     for path in (args.manifest, args.bzimage):
         if path is not None and not path.is_file():
             raise UserError(f"no such file: {path}", "check the path (lab build prints it)")
@@ -119,10 +151,14 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         results_root=args.results.resolve(),
         manifest=args.manifest.resolve() if args.manifest else None,
         bzimage=args.bzimage.resolve() if args.bzimage else None,
+        target=args.target or lab.defaults.target,
+        wait_s=args.wait,
         series_args=_series_args(args, lab, kernel),
     )
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
+        if args.ab is not None:
+            return ab.run_ab(lab, request, args.ab, runner.Progress(sys.stderr))
         return runner.run(lab, request, runner.Progress(sys.stderr))
     finally:
         signal.signal(signal.SIGTERM, previous)

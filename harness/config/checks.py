@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
@@ -194,6 +194,22 @@ Program = Annotated[
     _rule(
         re.compile(rf"^(?:{_ABS_PATH}|{_PATH_PART})$"),
         f"a program: a command name on PATH ({arch.HOST.qemu}) or an absolute path",
+    ),
+]
+
+
+# What a host can be declared for (hosts.*.capabilities) and a config set can need
+# (configs.*.needs): the capabilities the host probe answers for
+# (harness/hosts/capabilities.py; a unit test keeps the two lists equal).
+Capability = Literal["kvm", "kexec", "tdx", "sev", "snp"]
+
+# hosts.*.cmdline_extra: one kernel command-line word each (kexec passes the whole line
+# as one argument; a blank or quote would split or join words on the host's side).
+KernelParam = Annotated[
+    str,
+    _rule(
+        re.compile(r'^[^\s"]+$'),
+        "one kernel parameter (e.g. console=ttyS1,115200n8): no blanks, no quotes",
     ),
 ]
 

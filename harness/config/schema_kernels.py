@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from harness.config.checks import (
     AbsPath,
+    Capability,
     ConfigTarget,
     DebWord,
     GitRef,
@@ -97,3 +98,7 @@ class ConfigSet(Model):
     base: ConfigTarget = "defconfig"
     # Files under kernel-config/ (checked to exist, and to stay inside it, at load).
     fragments: list[RelPath] = Field(min_length=1)
+    # What a host must offer for this config's cells to mean anything, e.g. [tdx]: on a
+    # host without it every suite skips with the probe's reason (harness/run_host.py).
+    # The lab VM target ignores it (its guest suite skips what the VM lacks).
+    needs: list[Capability] = []

@@ -41,6 +41,9 @@ class Launch:
     ssh_port: int
     cmdline: tuple[str, ...]
     initrd: Path | None = None
+    # False: a guest reboot (or a panic, with panic=-1) ends QEMU. True: the machine
+    # restarts on the same -kernel, as a lab host VM must across kexec and reboot.
+    reboot: bool = False
 
 
 def kernel_cmdline(spec: VmSpec, extra: Sequence[str] = ()) -> list[str]:
@@ -79,7 +82,8 @@ def qemu_argv(launch: Launch) -> list[str]:
         "-machine", arch.HOST.qemu_machine,
         *launch.accel.argv,
         *smp_numa_args(vm.memory_mib, vm.cpus, vm.numa_nodes),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-nodefaults", "-no-user-config", "-display", "none",
+        *([] if launch.reboot else ["-no-reboot"]),
         "-kernel", str(launch.bzimage),
         "-append", " ".join(launch.cmdline),
         # The overlay is thrown away after the boot: no need to flush it to disk.

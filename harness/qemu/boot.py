@@ -71,11 +71,13 @@ def boot(
     tether: bool = False,
     probe_nested: bool = True,
     initrd: Path | None = None,
+    reboot: bool = False,
 ) -> Machine:
     """Boot bzimage on a fresh overlay of image; return once SSH works.
 
     tether=True makes QEMU die with the calling thread's process even on SIGKILL (use
     it from a CLI's main thread, not from worker threads, which would end QEMU early).
+    reboot=True keeps QEMU running across guest reboots (see Launch.reboot).
     """
     spec = lab.vm
     require_tools(spec.qemu, "qemu-img")
@@ -98,7 +100,9 @@ def boot(
     cmdline = tuple(kernel_cmdline(spec, extra_cmdline))
     # A free port can be taken between our check and QEMU's bind: retry with another.
     for attempt in range(3):
-        machine = _start(spec, chosen, bzimage, image, run_dir, disk, cmdline, tether, initrd)
+        machine = _start(
+            spec, chosen, bzimage, image, run_dir, disk, cmdline, tether, initrd, reboot
+        )
         try:
             _wait_for_ssh(machine, spec)
             break
@@ -133,6 +137,7 @@ def _start(
     cmdline: tuple[str, ...],
     tether: bool,
     initrd: Path | None,
+    reboot: bool = False,
 ) -> Machine:
     console = run_dir / CONSOLE_LOG
     console.unlink(missing_ok=True)
@@ -149,6 +154,7 @@ def _start(
         ssh_port=port,
         cmdline=cmdline,
         initrd=initrd,
+        reboot=reboot,
     )
     argv = qemu_argv(launch)
     (run_dir / QEMU_CMDLINE).write_text(shlex.join(argv) + "\n")

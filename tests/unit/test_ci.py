@@ -86,6 +86,7 @@ def test_child_fans_out_one_build_per_key_and_one_job_per_cell() -> None:
         assert job["artifacts"]["when"] == "always"
         assert job["artifacts"]["reports"]["junit"] == f"results/{cell}/*/junit.xml"
         assert job["variables"]["GMEMLAB_SUITES"] == ",".join(LAB.defaults.suites)
+        assert job["variables"]["GMEMLAB_TARGET"] == cell.rsplit("-", 1)[1]
     for job in [*builds.values(), *cells.values()]:
         # Exit 2 only: GitLab retries when *either* retry:when or exit_codes matches, so
         # adding `when: script_failure` would retry test failures (exit 1) too.
@@ -312,6 +313,7 @@ from pathlib import Path
 from harness.results import Outcome, Recorder, TestResult
 args = sys.argv[1:]
 if args[0] == "run":
+    assert args[args.index("--target") + 1] == "qemu", args
     results = Path(args[args.index("--results") + 1])
     results.mkdir(parents=True, exist_ok=True)
     rec = Recorder(results, "k-lab-qemu", run_id="run1")

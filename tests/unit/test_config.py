@@ -251,6 +251,69 @@ def test_host_named_qemu_is_refused(tmp_path: Path) -> None:
         config.load(write_lab(tmp_path, data))
 
 
+def test_a_host_with_every_setting_loads(tmp_path: Path) -> None:
+    data = minimal()
+    data["hosts"] = {
+        "tdx-1": {
+            "ssh": "root@tdx-1",
+            "capabilities": ["tdx"],
+            "console": ["ipmitool", "-I", "lanplus", "-H", "tdx-1-bmc", "-E", "sol", "activate"],
+            "reset": ["ipmitool", "-H", "tdx-1-bmc", "-E", "chassis", "power", "cycle"],
+            "restore": "never",
+            "boot_timeout_s": 900,
+            "cmdline_extra": ["console=ttyS1,115200n8"],
+            "initrd": "host",
+        }
+    }
+    data["configs"] = {"lab": {"fragments": ["lab.config"], "needs": ["tdx"]}}
+    lab = config.load(write_lab(tmp_path, data))
+    host = lab.hosts["tdx-1"]
+    assert host.capabilities == ["tdx"] and host.restore == "never" and host.initrd == "host"
+    assert host.console[-1] == "activate" and host.cmdline_extra == ["console=ttyS1,115200n8"]
+    assert lab.configs["lab"].needs == ["tdx"]
+    # Defaults: restore always, no initramfs, 10 minutes to boot.
+    plain = config.HostSpec(ssh="box")
+    assert (plain.restore, plain.initrd, plain.boot_timeout_s) == ("always", "none", 600)
+
+
+@pytest.mark.parametrize(
+    ("host", "where", "says"),
+    [
+        ({"capabilities": ["tdx2"]}, "hosts.box.capabilities[0]", "'kvm', 'kexec', 'tdx'"),
+        ({"cmdline_extra": ["a b"]}, "hosts.box.cmdline_extra[0]", "one kernel parameter"),
+        ({"cmdline_extra": ['x="y"']}, "hosts.box.cmdline_extra[0]", "no quotes"),
+        ({"console": ["", "sol"]}, "hosts.box", "console: argv[0] is empty"),
+        ({"restore": "sometimes"}, "hosts.box.restore", "'always' or 'never'"),
+        ({"initrd": "/boot/x"}, "hosts.box.initrd", "'none' or 'host'"),
+        ({"boot_timeout_s": 5}, "hosts.box.boot_timeout_s", "greater than or equal to 30"),
+    ],
+)
+def test_host_settings_are_checked_at_load(
+    tmp_path: Path, host: dict[str, object], where: str, says: str
+) -> None:
+    data = minimal()
+    data["hosts"] = {"box": {"ssh": "box", **host}}
+    with pytest.raises(UserError) as err:
+        config.load(write_lab(tmp_path, data))
+    assert where in err.value.message and says in err.value.message, err.value.message
+
+
+def test_capability_names_are_the_probes() -> None:
+    from typing import get_args
+
+    from harness.config.checks import Capability
+    from harness.hosts.capabilities import CAPABILITIES
+
+    assert get_args(Capability) == CAPABILITIES
+
+
+def test_a_config_needs_only_known_capabilities(tmp_path: Path) -> None:
+    data = minimal()
+    data["configs"] = {"lab": {"fragments": ["lab.config"], "needs": ["TDX"]}}
+    with pytest.raises(UserError, match=r"configs\.lab\.needs\[0\]"):
+        config.load(write_lab(tmp_path, data))
+
+
 def with_kernels(kernels: dict[str, object]) -> dict[str, object]:
     data = minimal()
     data["kernels"] = {"local": {"path": "/src/linux"}, **kernels}

@@ -62,12 +62,23 @@ def test_cells_are_the_product_in_order(tmp_path: Path) -> None:
     assert suites == ("s",)
 
 
-def test_unknown_matrix_and_host_targets_are_user_errors(tmp_path: Path) -> None:
-    lab = lab_with(tmp_path, targets="[qemu, tdx-1]")
+def test_unknown_matrix_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown matrix 'weekly'"):
-        matrix.cells(lab, "weekly")
-    with pytest.raises(UserError, match="bare-metal targets tdx-1 cannot run yet"):
-        matrix.cells(lab, "nightly")
+        matrix.cells(lab_with(tmp_path), "weekly")
+
+
+def test_host_targets_run_beside_the_vm(tmp_path: Path) -> None:
+    lab = lab_with(tmp_path, targets="[qemu, tdx-1]")
+    seen: list[runner.RunRequest] = []
+
+    def run_cell(lab: config.LabConfig, req: runner.RunRequest) -> int:
+        seen.append(req)
+        return 0
+
+    assert matrix.run_matrix(lab, "nightly", tmp_path / "r", run_cell=run_cell) == 0
+    got = [(r.run_id, r.target, r.cell) for r in seen[:2]]
+    assert got == [("a-lab-qemu", "qemu", "a-lab-qemu"), ("a-lab-tdx-1", "tdx-1", "a-lab-tdx-1")]
+    assert len(seen) == 8
 
 
 def test_every_cell_runs_once_and_worst_exit_wins(tmp_path: Path) -> None:
