@@ -29,7 +29,7 @@ import yaml
 
 from harness.paths import REPO_ROOT, cache_root
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 LAB = [sys.executable, "-m", "harness.cli"]
 GMEM = "virt/kvm/guest_memfd.c"
