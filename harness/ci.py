@@ -28,7 +28,7 @@ import yaml
 
 from harness.digest import sha256_file
 from harness.errors import InfraError, UserError
-from harness.matrix import CellEntry, builds_of
+from harness.matrix_grid import CellEntry, builds_of
 from harness.paths import REPO_ROOT
 from harness.results import EXIT_INFRA
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import config, matrix, runner
+from harness import config, matrix, matrix_grid, matrix_index, runner
 from harness.errors import UserError
 
 
@@ -52,7 +52,7 @@ def fake_runs(codes: dict[str, list[int]]) -> tuple[matrix.RunCell, list[runner.
 
 
 def test_cells_are_the_product_in_order(tmp_path: Path) -> None:
-    grid, suites = matrix.cells(lab_with(tmp_path), "nightly")
+    grid, suites = matrix_grid.cells(lab_with(tmp_path), "nightly")
     assert [c.name for c in grid] == [
         "a-lab-qemu",
         "a-debug-qemu",
@@ -64,7 +64,7 @@ def test_cells_are_the_product_in_order(tmp_path: Path) -> None:
 
 def test_unknown_matrix_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown matrix 'weekly'"):
-        matrix.cells(lab_with(tmp_path), "weekly")
+        matrix_grid.cells(lab_with(tmp_path), "weekly")
 
 
 def test_host_targets_run_beside_the_vm(tmp_path: Path) -> None:
@@ -111,11 +111,11 @@ def test_repeat_gives_a_pass_rate(tmp_path: Path) -> None:
 
 
 def test_combined_exit_precedence() -> None:
-    assert matrix.combined_exit([0, 1, 2, 3]) == 3
-    assert matrix.combined_exit([1, 2]) == 2
-    assert matrix.combined_exit([0, 1]) == 1
-    assert matrix.combined_exit([0, 0]) == 0
-    assert matrix.combined_exit([]) == 0
+    assert matrix_index.combined_exit([0, 1, 2, 3]) == 3
+    assert matrix_index.combined_exit([1, 2]) == 2
+    assert matrix_index.combined_exit([0, 1]) == 1
+    assert matrix_index.combined_exit([0, 0]) == 0
+    assert matrix_index.combined_exit([]) == 0
 
 
 def test_repeat_must_be_positive(tmp_path: Path) -> None:
