@@ -6,8 +6,10 @@ QEMU is replaced by a sleeping process that carries the QMP socket path in its a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,13 @@ class SleepingQemu:
             [sys.executable, "-c", "import time; time.sleep(120)", str(self.qmp_socket)],
             start_new_session=True,
         )
+        # Popen can return before the child's /proc/PID/cmdline holds its argv, and
+        # hostvm recognises its QEMU by that argv: wait for it (as a real VM would be).
+        cmdline = Path(f"/proc/{self.proc.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while os.fsencode(self.qmp_socket) not in cmdline.read_bytes():
+            assert time.monotonic() < deadline, "the stand-in QEMU never showed its argv"
+            time.sleep(0.01)
         self.ssh_host, self.ssh_port, self.user = "127.0.0.1", port, "root"
         self.client_key = Path("/cache/keys/id_ed25519")
         self.host_key_line = KEY_LINE
