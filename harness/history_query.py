@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.history import Database
@@ -88,6 +89,12 @@ def _runs(
 
 def run_by_pk(db: Database, pk: int) -> RunRow:
     return _runs(db, "pk = ?", (pk,), "pk", None)[0]
+
+
+def run_in_folder(db: Database, folder: Path) -> RunRow | None:
+    """The run recorded from this run folder (the newest, if it was recorded twice)."""
+    found = _runs(db, "folder = ?", (str(folder.resolve()),), "started DESC, pk DESC", 1)
+    return found[0] if found else None
 
 
 def runs_for_cell(db: Database, cell: str, last: int | None = None) -> list[RunRow]:

@@ -14,12 +14,12 @@ import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import LabError, UserError
 from harness.history import Database, default_path, identity, opened
 from harness.history_query import RunRow, find_runs, run_by_pk
 from harness.results import RunRecord, load_summary
@@ -177,6 +177,55 @@ def record(results_root: Path, run_dir: Path) -> Recorded:
     """
     with opened(default_path(results_root)) as db:
         return record_run(db, run_dir)
+
+
+def record_or_warn(
+    results_root: Path, run_dir: Path, warn: Callable[[str], None]
+) -> Recorded | None:
+    """record(), for the runner and the matrix right after a run's summary is written:
+    the history is an index that can be rebuilt, so failing to update it is a warning
+    (with the remedy) and never changes the run's exit code."""
+    try:
+        return record(results_root, run_dir)
+    except LabError as exc:
+        warn(f"[history] warning: this run is not in the history: {exc.message}")
+    except Exception as exc:  # a history bug must not turn a test verdict into a crash
+        warn(
+            f"[history] warning: this run is not in the history ({type(exc).__name__}: "
+            f"{exc}); add it later with `lab history import {run_dir}`"
+        )
+    return None
+
+
+def build_identity(manifest: Path) -> dict[str, Any]:
+    """The source identity a build's manifest.json records, as run environment keys:
+    what makes two runs "the same kernel" for the flaky rules (commit plus the diff of
+    a dirty tree) and what a reader needs to tell them apart (the mbox, the base).
+
+    Every key is optional: a manifest that cannot be read (a build loaded by a test, a
+    folder cleaned up meanwhile) gives what it can, never an error.
+    """
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return {}
+    source = data.get("source") if isinstance(data, dict) else None
+    if not isinstance(source, dict):
+        return {}
+    env: dict[str, Any] = {"kernel_dirty": bool(source.get("dirty"))}
+    for key, name in (
+        ("diff_sha256", "kernel_diff_sha256"),
+        ("kind", "kernel_source_kind"),
+        ("base", "kernel_base"),
+    ):
+        if source.get(key):
+            env[name] = source[key]
+    mbox = source.get("mbox_sha256") or data.get("mbox_sha256")
+    if not mbox and isinstance(source.get("mbox"), dict):
+        mbox = source["mbox"].get("sha256")
+    if mbox:
+        env["mbox_sha256"] = str(mbox)
+    return env
 
 
 def _summary_dirs(top: Path) -> Iterator[Path]:

@@ -176,7 +176,7 @@ def run_on_host(
         if why_not is not None:
             _skip_all(cr, chosen, why_not)
             return True, ""
-    do_build(cr, lab, kernel, config, manifest, bzimage)
+    do_build(cr, lab, kernel, config, manifest, bzimage, target=host)
     image = bzimage or (cr.build.bzimage if cr.build is not None else None)
     assert image is not None
     vmlinux = cr.build.vmlinux if cr.build is not None else None

@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import junit, names, report, run_host
+from harness import expect, history_record, junit, names, report, run_host
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
-from harness.errors import InfraError, LabError, UserError
+from harness.errors import InfraError, LabError, TreeError, UserError
 from harness.paths import REPO_ROOT
 from harness.progress import Progress
 from harness.results import EXIT_USER, Recorder
-from harness.run_stages import collect, do_boot, do_build, do_connect
+from harness.run_stages import collect, do_boot, do_build, do_connect, record_findings
 from harness.run_suites import do_suites
 
 
@@ -42,13 +42,18 @@ class RunRequest:
     run_id: str | None = None
     # "qemu" (the lab VM) or a name from lab.yaml's hosts: (harness/run_host.py).
     target: str = "qemu"
+    # Where history.sqlite lives (a matrix or bisect puts its runs in a subfolder of the
+    # results root, but records them in the root's history); None: results_root.
+    history_root: Path | None = None
     # A host target held by another run: wait this long for its lock (0: fail at once).
     wait_s: float = 0.0
+    # `--mbox FILE --base NAME`: how to make the kernel again when no build is reused.
+    series_args: tuple[str, ...] = ()
 
     @property
     def cell(self) -> str:
         """The cell's folder name: only safe characters, whatever --kernel was."""
-        return f"{names.kernel_slug(self.kernel)}-{self.config}-{self.target}"
+        return names.cell_name(self.kernel, self.config, self.target)
 
     def reproducer(self, manifest: Path | None) -> list[str]:
         argv = [
@@ -63,6 +68,8 @@ class RunRequest:
         ]
         if manifest is not None:
             argv += ["--manifest", str(manifest)]
+        elif self.series_args:
+            argv = [*argv[:2], *argv[4:], *self.series_args]  # the series, not its name
         if self.bzimage is not None:
             argv += ["--bzimage", str(self.bzimage)]
         if self.target != "qemu":
@@ -105,6 +112,9 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     p = progress or Progress()
     check_kernel(lab, req)
     chosen = choose_suites(lab, req.suites)
+    # lab.yaml's `expect:` for this kernel (a path or a reused build's name: none).
+    spec = lab.kernels.get(req.kernel)
+    expected = tuple(spec.expect) if spec is not None else ()
     cr = CellRun(Recorder(req.results_root, req.cell, run_id=req.run_id), p)
     cr.rec.listener = p.result
     p.say(f"[run] {cr.rec.run_id}: {req.cell}, suites {', '.join(chosen)} -> {cr.rec.root}")
@@ -113,9 +123,12 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     try:
         with contextlib.ExitStack() as stack:
             if req.target == "qemu":
-                do_build(cr, lab, req.kernel, req.config, req.manifest, req.bzimage)
+                do_build(
+                    cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target
+                )
                 do_boot(cr, lab, _bzimage(cr, req), stack)
-                do_connect(cr, lab, stack, chosen)
+                do_connect(cr, lab, stack, chosen, expect.payload(REPO_ROOT, expected))
+                expect.check(cr, expected)
                 complete = do_suites(cr, chosen)
                 reason = "" if complete else cr.lost_reason or "the VM was lost during a suite"
             else:
@@ -133,6 +146,12 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
                 )
             with cr.stage("shutdown"):
                 stack.close()
+    except TreeError as exc:
+        # The kernel does not build or its series does not apply: the cell's finding
+        # (fail results, exit 1), and nothing is left to run.
+        record_findings(cr, exc)
+        complete = True
+        p.say(f"[run] {exc.what.splitlines()[0]}")
     except (KeyboardInterrupt, Interrupted):
         reason = "interrupted (Ctrl-C or SIGTERM)"
         p.say(f"[run] {reason}: stopping the VM and writing what was collected")
@@ -153,6 +172,8 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
         record = cr.rec.finish(complete, reason, forced_exit=forced_exit)
         junit.write(record.results, cr.rec.root / "junit.xml", req.cell)
         html, md = report.render(record, cr.rec.root)
+    # The summary is final: index it (a warning at worst, never another exit code).
+    history_record.record_or_warn(req.history_root or req.results_root, cr.rec.root, p.say)
     code = record.exit_code
     p.say(
         f"\nverdict: {record.verdict} (exit {code}) in {time.monotonic() - start:.0f}s; "

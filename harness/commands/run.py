@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import runner
+from harness import ab, patchset, runner, selection
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.paths import REPO_ROOT
@@ -26,10 +26,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "missing results, 3 bad input."
         ),
     )
-    parser.add_argument("--kernel", help="a kernel name from lab.yaml (default: defaults.kernel)")
-    parser.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
     parser.add_argument(
-        "--suites", help="comma-separated suite names from lab.yaml (default: defaults.suites)"
+        "--kernel",
+        help="a kernel name from lab.yaml or the path of a kernel tree (default: defaults.kernel)",
+    )
+    parser.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
+    add_series_arguments(parser)
+    parser.add_argument(
+        "--suites",
+        help="comma-separated suite names from lab.yaml (default: defaults.suites); "
+        "SUITE:TEST runs one test of a pytest or kselftest suite (a pytest node id such "
+        "as gmem-ioctl:test_guest_memfd.py::test_file_size, or a -k expression)",
     )
     parser.add_argument(
         "--manifest", type=Path, help="reuse a finished build: its manifest.json (from lab build)"
@@ -56,7 +63,53 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=REPO_ROOT / "results",
         help="where results/<run-id>/ and results/latest go (default: ./results)",
     )
+    parser.add_argument(
+        "--ab",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="BASE",
+        help="also run BASE (a lab.yaml kernel or a tree's path; alone: the kernel's own "
+        "git base: commit) with the same config, image and suites, and lead the report "
+        "with the comparison; exit 1 if the kernel regressed against BASE",
+    )
     parser.set_defaults(func=run)
+
+
+def add_series_arguments(parser: argparse.ArgumentParser) -> None:
+    """--mbox FILE --base NAME: a series from mail onto a lab.yaml kernel (lab run, build)."""
+    parser.add_argument(
+        "--mbox",
+        type=Path,
+        help="apply this series (an mbox: b4 am, git format-patch --stdout) onto --base "
+        "and test the result, as an mbox kernel in lab.yaml would",
+    )
+    parser.add_argument(
+        "--base", help="with --mbox: the lab.yaml kernel to apply it onto (default: --kernel)"
+    )
+
+
+def series_kernel(args: argparse.Namespace, lab: LabConfig) -> tuple[LabConfig, str | None]:
+    """With --mbox: lab plus the series' kernel, and its name; else lab and --kernel."""
+    if args.mbox is None:
+        if args.base is not None:
+            raise UserError("--base needs --mbox", "pass the series' mbox with --mbox FILE")
+        return lab, args.kernel
+    if getattr(args, "manifest", None) is not None or getattr(args, "bzimage", None) is not None:
+        raise UserError(
+            "--mbox builds a kernel: it cannot go with --manifest or --bzimage",
+            "drop one of them",
+        )
+    base = args.base or args.kernel or lab.defaults.kernel
+    return patchset.with_cli_series(lab, args.mbox, base)
+
+
+def _series_args(args: argparse.Namespace, lab: LabConfig, kernel: str) -> tuple[str, ...]:
+    """--mbox FILE --base NAME again, for the reproducer (the kernel's name is made up)."""
+    spec = lab.kernels.get(kernel)
+    if args.mbox is None or spec is None or spec.mbox is None:
+        return ()
+    return ("--mbox", str(args.mbox.resolve()), "--base", spec.mbox.base)
 
 
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -65,19 +118,24 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
-    names = (
-        tuple(s.strip() for s in args.suites.split(",") if s.strip())
+    picked = (
+        [selection.parse(s) for s in args.suites.split(",") if s.strip()]
         if args.suites
-        else tuple(lab.defaults.suites)
+        else [selection.Selection(s) for s in lab.defaults.suites]
     )
-    if not names:
+    if not picked:
         raise UserError("--suites is empty", "name at least one suite from lab.yaml")
+    for sel in picked:
+        if sel.test is not None:
+            lab = selection.narrow(lab, sel)
+    names = tuple(dict.fromkeys(sel.suite for sel in picked))
     if args.wait < 0:
         raise UserError(f"--wait {args.wait}: must be 0 or more seconds", "pass --wait 0 or more")
     for path in (args.manifest, args.bzimage):
         if path is not None and not path.is_file():
             raise UserError(f"no such file: {path}", "check the path (lab build prints it)")
-    kernel = args.kernel or lab.defaults.kernel
+    lab, chosen = series_kernel(args, lab)
+    kernel = chosen or lab.defaults.kernel
     config_name = args.config or lab.defaults.config
     if args.manifest is not None:
         # A reused build names its own kernel and config (the cell's name).
@@ -95,9 +153,12 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         bzimage=args.bzimage.resolve() if args.bzimage else None,
         target=args.target or lab.defaults.target,
         wait_s=args.wait,
+        series_args=_series_args(args, lab, kernel),
     )
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
+        if args.ab is not None:
+            return ab.run_ab(lab, request, args.ab, runner.Progress(sys.stderr))
         return runner.run(lab, request, runner.Progress(sys.stderr))
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -162,6 +162,14 @@ GitRef = Annotated[
         refuse=lambda v: ".." in v or "//" in v or v.endswith(("/", ".", ".lock")),
     ),
 ]
+# A mail's Message-ID (with or without <>): b4 gets it after `--`, and it names a file.
+MessageId = Annotated[
+    str,
+    _rule(
+        re.compile(r"^<?[A-Za-z0-9][A-Za-z0-9._%+=$#!~/-]*@[A-Za-z0-9][A-Za-z0-9._-]*>?$"),
+        "a Message-ID: local@domain, optionally in <>, without spaces",
+    ),
+]
 # `make <base>`: a *config target, never a variable assignment (CC=...) or an option.
 ConfigTarget = Annotated[
     str,

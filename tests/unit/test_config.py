@@ -58,7 +58,7 @@ def test_kernel_needs_exactly_one_source(tmp_path: Path) -> None:
     data = minimal()
     data["kernels"] = {"both": {"path": "/a", "deb": {"package": "p", "suite": "s"}}}
     data["defaults"] = {**data["defaults"], "kernel": "both"}  # type: ignore[dict-item]
-    with pytest.raises(UserError, match="exactly one of git, path or deb"):
+    with pytest.raises(UserError, match="exactly one of git, path, deb or mbox"):
         config.load(write_lab(tmp_path, data))
 
 
@@ -312,3 +312,58 @@ def test_a_config_needs_only_known_capabilities(tmp_path: Path) -> None:
     data["configs"] = {"lab": {"fragments": ["lab.config"], "needs": ["TDX"]}}
     with pytest.raises(UserError, match=r"configs\.lab\.needs\[0\]"):
         config.load(write_lab(tmp_path, data))
+
+
+def with_kernels(kernels: dict[str, object]) -> dict[str, object]:
+    data = minimal()
+    data["kernels"] = {"local": {"path": "/src/linux"}, **kernels}
+    return data
+
+
+def test_mbox_kernel_and_expect_load(tmp_path: Path) -> None:
+    data = with_kernels(
+        {
+            "v2": {"mbox": {"file": "series.mbox", "base": "local"}, "expect": ["attrs2_gmem"]},
+            "v8": {"mbox": {"message_id": "<20260618-x-v8-0-abc@google.com>", "base": "local"}},
+        }
+    )
+    lab = config.load(write_lab(tmp_path, data))
+    v2 = lab.kernels["v2"]
+    assert v2.kind == "mbox" and v2.mbox is not None and v2.mbox.base == "local"
+    assert v2.expect == ["attrs2_gmem"] and lab.kernels["local"].expect == []
+    assert lab.kernels["v8"].mbox is not None
+
+
+@pytest.mark.parametrize(
+    ("mbox", "problem"),
+    [
+        ({"file": "s.mbox", "base": "nope"}, "kernels.bad.mbox.base: unknown kernel 'nope'"),
+        ({"file": "s.mbox", "base": "other"}, "'other' is an mbox kernel itself"),
+        ({"base": "local"}, "give exactly one of file (an mbox) or message_id"),
+        (
+            {"file": "s.mbox", "message_id": "a@b", "base": "local"},
+            "give exactly one of file (an mbox) or message_id",
+        ),
+        ({"message_id": "--exec=x", "base": "local"}, "is not a Message-ID"),
+        ({"message_id": "a b@c", "base": "local"}, "is not a Message-ID"),
+        ({"file": "s.mbox", "base": "../x"}, "kernels.bad.mbox.base"),
+    ],
+)
+def test_mbox_kernel_mistakes_are_named(
+    tmp_path: Path, mbox: dict[str, object], problem: str
+) -> None:
+    data = with_kernels(
+        {"other": {"mbox": {"file": "o.mbox", "base": "local"}}, "bad": {"mbox": mbox}}
+    )
+    with pytest.raises(UserError) as err:
+        config.load(write_lab(tmp_path, data))
+    assert problem in err.value.message
+
+
+def test_expect_names_are_the_probes(tmp_path: Path) -> None:
+    data = with_kernels({"x": {"path": "/x", "expect": ["attrs2_gmem", "attrs_2"]}})
+    with pytest.raises(UserError) as err:
+        config.load(write_lab(tmp_path, data))
+    assert "kernels.x.expect[1]" in err.value.message
+    assert "'attrs_2' is not a feature the guest probe reports" in err.value.message
+    assert "attrs2_gmem" in err.value.message  # the known names are listed

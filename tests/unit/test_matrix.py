@@ -121,3 +121,24 @@ def test_combined_exit_precedence() -> None:
 def test_repeat_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--repeat 0"):
         matrix.run_matrix(lab_with(tmp_path), "nightly", tmp_path / "r", repeat=0)
+
+
+def test_a_tree_path_replaces_the_matrix_kernels(tmp_path: Path) -> None:
+    lab = lab_with(tmp_path)
+    tree = tmp_path / "my tree, v1" / ".." / "my tree, v1" / "linux"
+    seen: list[runner.RunRequest] = []
+
+    def run_cell(lab_: config.LabConfig, req: runner.RunRequest) -> int:
+        seen.append(req)
+        assert req.run_id is not None
+        (req.results_root / req.run_id).mkdir(parents=True)
+        return 0
+
+    results = tmp_path / "results"
+    code = matrix.run_matrix(lab, "nightly", results, run_cell=run_cell, kernel=str(tree))
+    assert code == 0
+    assert [r.kernel for r in seen] == [str(tree), str(tree)]  # one per config
+    for r in seen:
+        assert r.run_id is not None and "/" not in r.run_id and " " not in r.run_id
+        assert r.run_id.startswith("linux-") and r.run_id == r.cell
+        assert (results / next(results.iterdir()).name / r.run_id).is_dir()
