@@ -114,8 +114,15 @@ class HostBooted:
             ran = shell.run(["cat", "/proc/sys/kernel/random/boot_id"], timeout_s=30)
         finally:
             shell.close()
-        self._gone = not ran.ok or ran.stdout.strip() != self.boot.boot_id
+        lines = ran.stdout.splitlines()
+        self._gone = not ran.ok or not lines or lines[0].strip() != self.boot.boot_id
         return 1 if self._gone else None
+
+    def health(self) -> str | None:
+        """Quick (no SSH): None unless wait_exit found the test kernel's boot gone."""
+        if not self._gone:
+            return None
+        return f"{self.target.name} no longer runs the test kernel (it rebooted or hangs)"
 
     def crash(self) -> list[crash.Crash] | None:
         try:

@@ -19,8 +19,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run",
         help="build, boot, run the suites in the VM and write the report",
         description=(
-            "Build the kernel (cached), boot it under QEMU, push the guest suite and the "
-            "KVM selftests over SSH, run the suites and write results/<run-id>/ with "
+            "Build the kernel (cached), boot it under QEMU (or, with --target HOST, kexec it "
+            "on a host from lab.yaml and reboot the host into its own kernel afterwards), "
+            "push the guest suite and the KVM selftests over SSH, run the suites and write "
+            "results/<run-id>/ with "
             "summary.json, junit.xml, report.html and report.md. Exit 0 all passed or "
             "skipped, 1 a test failed or crashed, 2 infrastructure error, timeout or "
             "missing results, 3 bad input."

@@ -16,9 +16,10 @@ import pytest
 
 from harness import build, config, run_host, run_stages, runner
 from harness.config import HostSpec, LabConfig, SuiteSpec
-from harness.hosts import wait
+from harness.hosts import deploy, wait
 from harness.hosts.lock import HostLock
 from harness.hosts.stage import HostSession
+from harness.hosts.target import HostTarget
 from harness.results import Outcome, load_summary
 from tests.unit.fakes import FakeRemote, Reply, fake_build
 from tests.unit.hostfakes import DEFAULT_VERSION, TEST_VERSION, FakeClock, FakeHost
@@ -297,3 +298,17 @@ def test_a_panic_during_a_suite_is_a_crash_read_from_the_hosts_console(
     assert crashed and "Kernel panic" in crashed[0].reason
     assert h.host.version == DEFAULT_VERSION
     assert str(s.environment["host_restore"]).startswith("restored: on its default kernel")
+
+
+def test_the_host_target_notices_its_test_kernel_is_gone(tmp_path: Path) -> None:
+    clock = FakeClock()
+    host = FakeHost(clock)
+    target = HostTarget(name="tdx-1", ssh="root@tdx-1")
+    boot = deploy.Boot(deploy.BootStatus.BOOTED, "ok", 40.0, "ro", TEST_VERSION, "boot-1")
+    booted = run_host.HostBooted(target, boot, tmp_path / "console.log", host.connect)
+    assert booted.alive() and booted.health() is None
+    assert booted.wait_exit(10) is None  # boot-1 still answers
+    host._go(DEFAULT_VERSION, 40.0)  # panic=30: the host reboots
+    assert booted.wait_exit(10) == 1
+    assert not booted.alive() and "no longer runs the test kernel" in str(booted.health())
+    assert booted.crash() is None  # no console command, no console.log
