@@ -18,9 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +25,10 @@ import pytest
 import yaml
 
 from harness.paths import REPO_ROOT, cache_root
+from tests.integration.labcli import lab, summary
 
 pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
-LAB = [sys.executable, "-m", "harness.cli"]
 GMEM = "virt/kvm/guest_memfd.c"
 MAKEFILE = "tools/testing/selftests/kvm/Makefile.kvm"
 HELLO = "tools/testing/selftests/kvm/gmemlab_hello_test.c"
@@ -59,38 +56,12 @@ ENV = {
 }
 
 
-def lab(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LAB, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def summary(results: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((results / "latest" / "summary.json").read_text())
-    return data
-
-
 def mainline_tree() -> Path:
     trees = sorted((cache_root() / "sources" / "deb" / "trees").glob("linux-source-7.3_*/*"))
     trees = [t for t in trees if (t / "Makefile").is_file()]
     if not trees:
         pytest.skip("no unpacked 7.3 tree in the cache (run `lab build --kernel mainline`)")
     return trees[-1]
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    # The VM's QMP socket lives in the results folder: UNIX socket paths stay < 108 bytes.
-    path = Path(tempfile.mkdtemp(prefix="gl-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def manifest() -> Path:
-    done = lab("build", "--kernel", "mainline")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def format_patch(base: Path, edits: list[tuple[str, dict[str, str]]], out: Path) -> Path:

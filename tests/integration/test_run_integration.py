@@ -8,49 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from harness.paths import REPO_ROOT
+from tests.integration.labcli import LAB, lab, summary
 
 pytestmark = pytest.mark.slow
-
-LAB = [sys.executable, "-m", "harness.cli"]
-
-
-def lab(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LAB, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def summary(results: Path) -> dict:  # type: ignore[type-arg]
-    return json.loads((results / "latest" / "summary.json").read_text())  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    # The VM's QMP socket lives in the results folder and a UNIX socket path must
-    # stay under 108 bytes, which pytest's tmp_path does not.
-    path = Path(tempfile.mkdtemp(prefix="gl-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def manifest() -> Path:
-    done = lab("build", "--kernel", "mainline")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def lab_file(tmp_path: Path, suites: dict[str, dict[str, object]]) -> Path:
