@@ -26,6 +26,7 @@ import yaml
 
 from harness.paths import REPO_ROOT, cache_root
 from tests.integration.labcli import lab, summary
+from tests.unit.fake_series import commit_series
 
 pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
@@ -47,13 +48,6 @@ int main(void)
 \tksft_finished();
 }
 """
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "Alice Dev",
-    "GIT_AUTHOR_EMAIL": "alice@example.org",
-    "GIT_COMMITTER_NAME": "Alice Dev",
-    "GIT_COMMITTER_EMAIL": "alice@example.org",
-}
 
 
 def mainline_tree() -> Path:
@@ -67,30 +61,13 @@ def mainline_tree() -> Path:
 def format_patch(base: Path, edits: list[tuple[str, dict[str, str]]], out: Path) -> Path:
     """git format-patch of edits (one commit each) against base's own files."""
     work = out.with_suffix(".repo")
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(work), *args], env=ENV, capture_output=True, text=True, check=True
-        ).stdout
-
     work.mkdir(parents=True)
-    git("init", "-q")
     touched = {rel for _, files in edits for rel in files}
     for rel in sorted(touched):
         if (base / rel).is_file():
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(base / rel, work / rel)
-    git("add", "-A", "-f")
-    git("commit", "-qm", "7.3 base files")
-    for subject, files in edits:
-        for rel, text in files.items():
-            (work / rel).parent.mkdir(parents=True, exist_ok=True)
-            (work / rel).write_text(text)
-        git("add", "-A", "-f")
-        git("commit", "-qm", subject)
-    series = f"HEAD~{len(edits)}..HEAD"
-    args = ["--stdout", "--cover-letter", "--thread", "--subject-prefix=PATCH v1", series]
-    out.write_text(git("format-patch", *args))
+    out.write_text(commit_series(work, edits, prefix="PATCH v1", base="7.3 base files"))
     return out
 
 
