@@ -115,6 +115,24 @@ def lab_file(tmp: Path, kernels: dict[str, Any], selftests: list[str] | None = N
     return path
 
 
+def run_failing_series(
+    tmp: Path, kernel: str, box: Path
+) -> tuple[subprocess.CompletedProcess[str], Path, dict[str, Any]]:
+    """`lab run` of the `hello` suite on box's series onto mainline (lab.yaml kernel
+    `kernel`), which must fail the cell (exit 1, FAIL): the run, its results folder and
+    summary."""
+    path = lab_file(tmp, {kernel: {"mbox": {"file": str(box), "base": "mainline"}}})
+    results = tmp / "results"
+    done = lab(
+        "--lab", str(path), "run", "--kernel", kernel, "--suites", "hello",
+        "--results", str(results),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    s = summary(results)
+    assert (s["exit_code"], s["verdict"]) == (1, "FAIL")
+    return done, results, s
+
+
 def report(results: Path) -> str:
     return (results / "latest" / "report.md").read_text()
 
@@ -201,15 +219,7 @@ def test_a_series_that_does_not_apply_fails_the_cell(short_tmp: Path) -> None:
     box = hello_series(mainline_tree(), short_tmp / "hello.mbox")
     broken = short_tmp / "broken.mbox"
     broken.write_text(unappliable(box.read_text()))
-    path = lab_file(short_tmp, {"broken": {"mbox": {"file": str(broken), "base": "mainline"}}})
-    results = short_tmp / "results"
-    done = lab(
-        "--lab", str(path), "run", "--kernel", "broken", "--suites", "hello",
-        "--results", str(results),
-    )  # fmt: skip
-    assert done.returncode == 1, done.stderr[-3000:]
-    s = summary(results)
-    assert (s["exit_code"], s["verdict"]) == (1, "FAIL")
+    done, results, s = run_failing_series(short_tmp, "broken", broken)
     (r,) = s["results"]
     assert (r["suite"], r["name"], r["outcome"]) == ("series", "patch 1", "fail")
     named = "patch 1/2 'KVM: guest_memfd: say so when initialised' does not apply"
@@ -227,15 +237,7 @@ def test_a_tree_with_a_syntax_error_is_a_finding(short_tmp: Path) -> None:
     broken = gmem.replace(INIT_END, INIT_END.replace("\treturn 0;", "\treturn 0 gmemlab;"))
     edits = [("KVM: guest_memfd: break the build", {GMEM: broken})]
     box = format_patch(tree, edits, short_tmp / "syntax.mbox")
-    path = lab_file(short_tmp, {"syntax": {"mbox": {"file": str(box), "base": "mainline"}}})
-    results = short_tmp / "results"
-    done = lab(
-        "--lab", str(path), "run", "--kernel", "syntax", "--suites", "hello",
-        "--results", str(results),
-    )  # fmt: skip
-    assert done.returncode == 1, done.stderr[-3000:]
-    s = summary(results)
-    assert (s["exit_code"], s["verdict"]) == (1, "FAIL")
+    _, results, s = run_failing_series(short_tmp, "syntax", box)
     (r,) = s["results"]
     assert (r["suite"], r["name"], r["outcome"]) == ("build", "kernel", "fail")
     error = next(ln for ln in r["excerpt"].splitlines() if ": error: " in ln)
