@@ -33,6 +33,14 @@ def lab_file(tmp_path: Path, suites: dict[str, dict[str, object]]) -> Path:
     return path
 
 
+def run_args(lab_yaml: Path, manifest: Path, suites: str, results: Path) -> list[str]:
+    """`lab run` of suites on manifest's kernel, lab_yaml as lab.yaml, into results."""
+    return [
+        "--lab", str(lab_yaml), "run", "--manifest", str(manifest), "--suites", suites,
+        "--results", str(results),
+    ]  # fmt: skip
+
+
 def test_full_run_on_mainline(short_tmp: Path) -> None:
     tmp_path = short_tmp
     results = tmp_path / "results"
@@ -60,17 +68,7 @@ def test_injected_failure_exits_1(short_tmp: Path, manifest: Path) -> None:
     tmp_path = short_tmp
     path = lab_file(tmp_path, {"inject": {"kind": "command", "argv": ["false"]}})
     results = tmp_path / "results"
-    done = lab(
-        "--lab",
-        str(path),
-        "run",
-        "--manifest",
-        str(manifest),
-        "--suites",
-        "inject",
-        "--results",
-        str(results),
-    )
+    done = lab(*run_args(path, manifest, "inject", results))
     assert done.returncode == 1, done.stderr[-3000:]
     report = (results / "latest" / "report.md").read_text()
     assert "### FAIL inject / false" in report
@@ -87,18 +85,7 @@ def test_killed_vm_exits_2_and_keeps_earlier_results(short_tmp: Path, manifest: 
     )
     results = tmp_path / "results"
     proc = subprocess.Popen(
-        [
-            *LAB,
-            "--lab",
-            str(path),
-            "run",
-            "--manifest",
-            str(manifest),
-            "--suites",
-            "first,sleepy",
-            "--results",
-            str(results),
-        ],
+        [*LAB, *run_args(path, manifest, "first,sleepy", results)],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
