@@ -37,13 +37,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--results", type=Path, default=REPO_ROOT / "results", help="where the matrix folder goes"
     )
-    parser.add_argument(
-        "--ab",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="BASE",
-        help="judge every other cell against BASE's run of the same config and target "
+    run_command.add_ab_argument(
+        parser,
+        "judge every other cell against BASE's run of the same config and target "
         "(a lab.yaml kernel; alone: each kernel's own git base: commit); BASE's own test "
         "failures count as pre-existing",
     )

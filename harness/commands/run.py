@@ -65,17 +65,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=REPO_ROOT / "results",
         help="where results/<run-id>/ and results/latest go (default: ./results)",
     )
-    parser.add_argument(
-        "--ab",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="BASE",
-        help="also run BASE (a lab.yaml kernel or a tree's path; alone: the kernel's own "
+    add_ab_argument(
+        parser,
+        "also run BASE (a lab.yaml kernel or a tree's path; alone: the kernel's own "
         "git base: commit) with the same config, image and suites, and lead the report "
         "with the comparison; exit 1 if the kernel regressed against BASE",
     )
     parser.set_defaults(func=run)
+
+
+def add_ab_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """--ab [BASE]: args.ab is None without it, "" alone (the kernel's own git base)."""
+    parser.add_argument("--ab", nargs="?", const="", default=None, metavar="BASE", help=help)
 
 
 def add_series_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,25 +9,19 @@ known_hosts); unit tests use small fakes of the same two shapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import paramiko
 
 from harness.errors import InfraError
-from harness.remote import Endpoint, Ran, Remote
+from harness.remote import Endpoint, Remote
+from harness.suites.base import CommandRunner
 
 
-class HostShell(Protocol):
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float,
-        cwd: str | None = None,
-        log: Path | None = None,
-    ) -> Ran: ...
+class HostShell(CommandRunner, Protocol):
+    """The suites' CommandRunner (run an argv), plus put and close."""
 
     def put(self, local: Path, remote_path: str) -> None: ...
 

@@ -29,9 +29,9 @@ EXCERPT_LINES = 40
 NO_MANIFEST = "no build manifest: selftests unknown (pass --manifest)"
 
 
-class RemoteRunner(Protocol):
-    """What the suites need from the remote layer: harness.remote.Remote, or the unit
-    tests' FakeRemote (a Protocol, so mypy checks the fake against the real signature)."""
+class CommandRunner(Protocol):
+    """Runs an argv on the other side: harness.remote.Remote's run, which both the
+    suites (RemoteRunner) and the host stage (harness.hosts.shell.HostShell) use."""
 
     def run(
         self,
@@ -41,6 +41,11 @@ class RemoteRunner(Protocol):
         cwd: str | None = None,
         log: Path | None = None,
     ) -> Ran: ...
+
+
+class RemoteRunner(CommandRunner, Protocol):
+    """What the suites need from the remote layer: harness.remote.Remote, or the unit
+    tests' FakeRemote (a Protocol, so mypy checks the fake against the real signature)."""
 
     def read_text(self, path: str) -> str | None: ...
 

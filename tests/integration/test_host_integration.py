@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,17 +31,11 @@ import pytest
 import yaml
 
 from harness.paths import REPO_ROOT, cache_root
+from tests.integration.labcli import lab, summary
 
 pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
-LAB = [sys.executable, "-m", "harness.cli"]
 HOSTTEST = {"base": "defconfig", "fragments": ["lab.config", "localversion-hosttest.config"]}
-
-
-def lab(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LAB, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +87,6 @@ def hosttest_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = lab("--lab", str(path), "build", "--kernel", "mainline", "--config", "hosttest")
     assert done.returncode == 0, done.stderr[-3000:]
     return Path(done.stdout.strip().splitlines()[-1])
-
-
-def summary(results: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((results / "latest" / "summary.json").read_text())
-    return data
 
 
 def running_kernel(name: str) -> str:

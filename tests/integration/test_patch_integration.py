@@ -18,9 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +25,11 @@ import pytest
 import yaml
 
 from harness.paths import REPO_ROOT, cache_root
+from tests.integration.labcli import lab, summary
+from tests.unit.fake_series import commit_series
 
 pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
-LAB = [sys.executable, "-m", "harness.cli"]
 GMEM = "virt/kvm/guest_memfd.c"
 MAKEFILE = "tools/testing/selftests/kvm/Makefile.kvm"
 HELLO = "tools/testing/selftests/kvm/gmemlab_hello_test.c"
@@ -50,24 +48,6 @@ int main(void)
 \tksft_finished();
 }
 """
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "Alice Dev",
-    "GIT_AUTHOR_EMAIL": "alice@example.org",
-    "GIT_COMMITTER_NAME": "Alice Dev",
-    "GIT_COMMITTER_EMAIL": "alice@example.org",
-}
-
-
-def lab(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LAB, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def summary(results: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((results / "latest" / "summary.json").read_text())
-    return data
 
 
 def mainline_tree() -> Path:
@@ -78,48 +58,16 @@ def mainline_tree() -> Path:
     return trees[-1]
 
 
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    # The VM's QMP socket lives in the results folder: UNIX socket paths stay < 108 bytes.
-    path = Path(tempfile.mkdtemp(prefix="gl-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def manifest() -> Path:
-    done = lab("build", "--kernel", "mainline")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
 def format_patch(base: Path, edits: list[tuple[str, dict[str, str]]], out: Path) -> Path:
     """git format-patch of edits (one commit each) against base's own files."""
     work = out.with_suffix(".repo")
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(work), *args], env=ENV, capture_output=True, text=True, check=True
-        ).stdout
-
     work.mkdir(parents=True)
-    git("init", "-q")
     touched = {rel for _, files in edits for rel in files}
     for rel in sorted(touched):
         if (base / rel).is_file():
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(base / rel, work / rel)
-    git("add", "-A", "-f")
-    git("commit", "-qm", "7.3 base files")
-    for subject, files in edits:
-        for rel, text in files.items():
-            (work / rel).parent.mkdir(parents=True, exist_ok=True)
-            (work / rel).write_text(text)
-        git("add", "-A", "-f")
-        git("commit", "-qm", subject)
-    series = f"HEAD~{len(edits)}..HEAD"
-    args = ["--stdout", "--cover-letter", "--thread", "--subject-prefix=PATCH v1", series]
-    out.write_text(git("format-patch", *args))
+    out.write_text(commit_series(work, edits, prefix="PATCH v1", base="7.3 base files"))
     return out
 
 
@@ -165,6 +113,24 @@ def lab_file(tmp: Path, kernels: dict[str, Any], selftests: list[str] | None = N
     path = tmp / "lab.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def run_failing_series(
+    tmp: Path, kernel: str, box: Path
+) -> tuple[subprocess.CompletedProcess[str], Path, dict[str, Any]]:
+    """`lab run` of the `hello` suite on box's series onto mainline (lab.yaml kernel
+    `kernel`), which must fail the cell (exit 1, FAIL): the run, its results folder and
+    summary."""
+    path = lab_file(tmp, {kernel: {"mbox": {"file": str(box), "base": "mainline"}}})
+    results = tmp / "results"
+    done = lab(
+        "--lab", str(path), "run", "--kernel", kernel, "--suites", "hello",
+        "--results", str(results),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    s = summary(results)
+    assert (s["exit_code"], s["verdict"]) == (1, "FAIL")
+    return done, results, s
 
 
 def report(results: Path) -> str:
@@ -253,15 +219,7 @@ def test_a_series_that_does_not_apply_fails_the_cell(short_tmp: Path) -> None:
     box = hello_series(mainline_tree(), short_tmp / "hello.mbox")
     broken = short_tmp / "broken.mbox"
     broken.write_text(unappliable(box.read_text()))
-    path = lab_file(short_tmp, {"broken": {"mbox": {"file": str(broken), "base": "mainline"}}})
-    results = short_tmp / "results"
-    done = lab(
-        "--lab", str(path), "run", "--kernel", "broken", "--suites", "hello",
-        "--results", str(results),
-    )  # fmt: skip
-    assert done.returncode == 1, done.stderr[-3000:]
-    s = summary(results)
-    assert (s["exit_code"], s["verdict"]) == (1, "FAIL")
+    done, results, s = run_failing_series(short_tmp, "broken", broken)
     (r,) = s["results"]
     assert (r["suite"], r["name"], r["outcome"]) == ("series", "patch 1", "fail")
     named = "patch 1/2 'KVM: guest_memfd: say so when initialised' does not apply"
@@ -279,15 +237,7 @@ def test_a_tree_with_a_syntax_error_is_a_finding(short_tmp: Path) -> None:
     broken = gmem.replace(INIT_END, INIT_END.replace("\treturn 0;", "\treturn 0 gmemlab;"))
     edits = [("KVM: guest_memfd: break the build", {GMEM: broken})]
     box = format_patch(tree, edits, short_tmp / "syntax.mbox")
-    path = lab_file(short_tmp, {"syntax": {"mbox": {"file": str(box), "base": "mainline"}}})
-    results = short_tmp / "results"
-    done = lab(
-        "--lab", str(path), "run", "--kernel", "syntax", "--suites", "hello",
-        "--results", str(results),
-    )  # fmt: skip
-    assert done.returncode == 1, done.stderr[-3000:]
-    s = summary(results)
-    assert (s["exit_code"], s["verdict"]) == (1, "FAIL")
+    _, results, s = run_failing_series(short_tmp, "syntax", box)
     (r,) = s["results"]
     assert (r["suite"], r["name"], r["outcome"]) == ("build", "kernel", "fail")
     error = next(ln for ln in r["excerpt"].splitlines() if ": error: " in ln)

@@ -8,49 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from harness.paths import REPO_ROOT
+from tests.integration.labcli import LAB, lab, summary
 
 pytestmark = pytest.mark.slow
-
-LAB = [sys.executable, "-m", "harness.cli"]
-
-
-def lab(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LAB, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def summary(results: Path) -> dict:  # type: ignore[type-arg]
-    return json.loads((results / "latest" / "summary.json").read_text())  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    # The VM's QMP socket lives in the results folder and a UNIX socket path must
-    # stay under 108 bytes, which pytest's tmp_path does not.
-    path = Path(tempfile.mkdtemp(prefix="gl-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def manifest() -> Path:
-    done = lab("build", "--kernel", "mainline")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def lab_file(tmp_path: Path, suites: dict[str, dict[str, object]]) -> Path:
@@ -62,6 +31,14 @@ def lab_file(tmp_path: Path, suites: dict[str, dict[str, object]]) -> Path:
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def run_args(lab_yaml: Path, manifest: Path, suites: str, results: Path) -> list[str]:
+    """`lab run` of suites on manifest's kernel, lab_yaml as lab.yaml, into results."""
+    return [
+        "--lab", str(lab_yaml), "run", "--manifest", str(manifest), "--suites", suites,
+        "--results", str(results),
+    ]  # fmt: skip
 
 
 def test_full_run_on_mainline(short_tmp: Path) -> None:
@@ -91,17 +68,7 @@ def test_injected_failure_exits_1(short_tmp: Path, manifest: Path) -> None:
     tmp_path = short_tmp
     path = lab_file(tmp_path, {"inject": {"kind": "command", "argv": ["false"]}})
     results = tmp_path / "results"
-    done = lab(
-        "--lab",
-        str(path),
-        "run",
-        "--manifest",
-        str(manifest),
-        "--suites",
-        "inject",
-        "--results",
-        str(results),
-    )
+    done = lab(*run_args(path, manifest, "inject", results))
     assert done.returncode == 1, done.stderr[-3000:]
     report = (results / "latest" / "report.md").read_text()
     assert "### FAIL inject / false" in report
@@ -118,18 +85,7 @@ def test_killed_vm_exits_2_and_keeps_earlier_results(short_tmp: Path, manifest: 
     )
     results = tmp_path / "results"
     proc = subprocess.Popen(
-        [
-            *LAB,
-            "--lab",
-            str(path),
-            "run",
-            "--manifest",
-            str(manifest),
-            "--suites",
-            "first,sleepy",
-            "--results",
-            str(results),
-        ],
+        [*LAB, *run_args(path, manifest, "first,sleepy", results)],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -26,6 +26,16 @@ def make_series(base: Path, edits: Sequence[Edit], out: Path, *, prefix: str = "
     work = out.with_suffix(".work")
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(base, work, ignore=shutil.ignore_patterns(".git"))
+    text = commit_series(work, edits, prefix=prefix)
+    shutil.rmtree(work)
+    out.write_text(text)
+    return out
+
+
+def commit_series(work: Path, edits: Sequence[Edit], *, prefix: str, base: str = "base") -> str:
+    """In work (not yet a repository, its base files in place): commit the files as
+    `base`, then each edit as its own commit; the edits' git format-patch mbox, with a
+    cover letter."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -34,15 +44,12 @@ def make_series(base: Path, edits: Sequence[Edit], out: Path, *, prefix: str = "
 
     git("init", "-q")
     git("add", "-A", "-f")
-    git("commit", "-qm", "base")
+    git("commit", "-qm", base)
     for subject, files in edits:
         for rel, text in files.items():
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             (work / rel).write_text(text)
         git("add", "-A", "-f")
         git("commit", "-qm", subject)
-    text = git("format-patch", "--stdout", "--cover-letter", "--thread",
+    return git("format-patch", "--stdout", "--cover-letter", "--thread",
                f"--subject-prefix={prefix}", f"HEAD~{len(edits)}..HEAD")  # fmt: skip
-    shutil.rmtree(work)
-    out.write_text(text)
-    return out

@@ -22,8 +22,30 @@ class Reply:
     timed_out: bool = False
 
 
+class RecordingRunner:
+    """A CommandRunner (harness.suites.base) that records every argv and leaves the
+    answer to answer(argv, timeout_s, log): FakeRemote's and hostfakes' shells."""
+
+    calls: list[list[str]]
+
+    def answer(self, argv: list[str], timeout_s: float, log: Path | None) -> Ran:
+        raise NotImplementedError
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float,
+        cwd: str | None = None,
+        log: Path | None = None,
+    ) -> Ran:
+        argv = list(argv)
+        self.calls.append(argv)
+        return self.answer(argv, timeout_s, log)
+
+
 @dataclass
-class FakeRemote:
+class FakeRemote(RecordingRunner):
     script: Script
     files: dict[str, str] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
@@ -45,16 +67,7 @@ class FakeRemote:
         self.pushed.extend(items)
         return 1234
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float,
-        cwd: str | None = None,
-        log: Path | None = None,
-    ) -> Ran:
-        argv = list(argv)
-        self.calls.append(argv)
+    def answer(self, argv: list[str], timeout_s: float, log: Path | None) -> Ran:
         reply = self.script(argv)
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.remote import Ran
+from tests.unit.fakes import RecordingRunner
 
 
-class ScriptedShell:
+class ScriptedShell(RecordingRunner):
     """A HostShell whose answers come from reply(argv); every argv is recorded."""
 
     def __init__(self) -> None:
@@ -20,16 +21,8 @@ class ScriptedShell:
     def reply(self, argv: list[str], timeout_s: float) -> Ran:
         raise NotImplementedError
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float,
-        cwd: str | None = None,
-        log: Path | None = None,
-    ) -> Ran:
-        self.calls.append(list(argv))
-        return self.reply(list(argv), timeout_s)
+    def answer(self, argv: list[str], timeout_s: float, log: Path | None) -> Ran:
+        return self.reply(argv, timeout_s)
 
     def put(self, local: Path, remote_path: str) -> None:
         raise AssertionError(f"unexpected put of {local} to {remote_path}")

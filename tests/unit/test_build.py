@@ -16,17 +16,7 @@ from harness.source import prepare_source
 from harness.source.path import from_path
 from tests.unit.fake_kernel import LAB_FRAGMENT, elf, make_tree, write_lab
 
-
-@pytest.fixture(autouse=True)
-def lab_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LAB_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    return make_tree(tmp_path / "linux", git=True)
+pytestmark = pytest.mark.usefixtures("lab_cache")
 
 
 @pytest.fixture

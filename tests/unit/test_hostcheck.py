@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
 from harness import hostcheck
 from harness.errors import InfraError, UserError
 
-
-@pytest.fixture(autouse=True)
-def lab_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LAB_CACHE", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("lab_cache")
 
 
 def test_missing_tools_one_message_with_packages(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,12 +11,7 @@ import pytest
 from harness import arch, kmake
 from harness.paths import cache_root
 
-
-@pytest.fixture(autouse=True)
-def lab_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LAB_CACHE", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("lab_cache")
 
 
 def built(tmp_path: Path) -> tuple[Path, Path, Path]:

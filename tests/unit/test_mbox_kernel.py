@@ -10,21 +10,11 @@ import yaml
 
 from harness import build, cli, config, kselftest_build, suites
 from harness.errors import TreeError, UserError
-from tests.unit.fake_kernel import LAB_FRAGMENT, make_tree, write_lab
+from tests.unit.fake_kernel import LAB_FRAGMENT, write_lab
 from tests.unit.fake_series import make_series
 from tests.unit.test_patchset import GMEM, PRINTK, TEST, unappliable
 
-
-@pytest.fixture(autouse=True)
-def lab_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LAB_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    return make_tree(tmp_path / "linux", git=True)
+pytestmark = pytest.mark.usefixtures("lab_cache")
 
 
 SELFTESTS_MAKEFILE = "tools/testing/selftests/kvm/Makefile"

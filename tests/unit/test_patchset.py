@@ -27,11 +27,7 @@ PRINTK = '/* guest_memfd */\nconst char gmemlab_hello[] = "gmemlab: guest_memfd 
 TEST = "tools/testing/selftests/kvm/gmemlab_hello_test.c"
 
 
-@pytest.fixture(autouse=True)
-def lab_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LAB_CACHE", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("lab_cache")
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from harness import config
@@ -14,8 +15,8 @@ def spec(**changes: object) -> config.VmSpec:
     return config.VmSpec().model_copy(update=changes)
 
 
-def argv_for(s: config.VmSpec, tmp_path: Path) -> list[str]:
-    launch = argv.Launch(
+def launch_for(s: config.VmSpec, tmp_path: Path) -> argv.Launch:
+    return argv.Launch(
         vm=s,
         accel=TCG,
         bzimage=tmp_path / "bzImage",
@@ -25,7 +26,10 @@ def argv_for(s: config.VmSpec, tmp_path: Path) -> list[str]:
         ssh_port=40022,
         cmdline=tuple(argv.kernel_cmdline(s)),
     )
-    return argv.qemu_argv(launch)
+
+
+def argv_for(s: config.VmSpec, tmp_path: Path) -> list[str]:
+    return argv.qemu_argv(launch_for(s, tmp_path))
 
 
 def after(args: list[str], flag: str) -> list[str]:
@@ -66,17 +70,7 @@ def test_qemu_argv_essentials(tmp_path: Path) -> None:
 
 def test_a_host_vm_survives_reboot(tmp_path: Path) -> None:
     # A lab host VM is kexec'd and rebooted: QEMU must not end with the first reboot.
-    launch = argv.Launch(
-        vm=spec(),
-        accel=TCG,
-        bzimage=tmp_path / "bzImage",
-        disk=tmp_path / "disk.qcow2",
-        console=tmp_path / "console.log",
-        qmp_socket=tmp_path / "qmp.sock",
-        ssh_port=40022,
-        cmdline=(),
-        reboot=True,
-    )
+    launch = dataclasses.replace(launch_for(spec(), tmp_path), cmdline=(), reboot=True)
     assert "-no-reboot" not in argv.qemu_argv(launch)
 
 

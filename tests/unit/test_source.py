@@ -13,12 +13,7 @@ from harness import aptsources, config, source
 from harness.errors import UserError
 from tests.unit.fake_kernel import LAB_FRAGMENT, git_commit, make_tree, write_lab
 
-
-@pytest.fixture(autouse=True)
-def lab_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LAB_CACHE", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("lab_cache")
 
 
 def test_clean_git_tree(tmp_path: Path) -> None:
