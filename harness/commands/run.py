@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import runner
+from harness import interrupt, runner
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.paths import REPO_ROOT
@@ -48,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
     # CI cancelling the job: unwind like Ctrl-C so the VM stops and the report is written.
-    raise runner.Interrupted()
+    raise interrupt.Interrupted("SIGTERM")
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
@@ -79,8 +78,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         manifest=args.manifest.resolve() if args.manifest else None,
         bzimage=args.bzimage.resolve() if args.bzimage else None,
     )
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
+    # Ctrl-C and SIGTERM stop the run within seconds, whatever the guest is doing: the
+    # VM is stopped and what was collected is written (harness/interrupt.py).
+    with interrupt.handlers():
         return runner.run(lab, request, runner.Progress(sys.stderr))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
