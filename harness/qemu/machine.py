@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -78,6 +79,29 @@ def ssh_endpoint(vm: SshTarget) -> Endpoint:
         key_file=vm.client_key,
         host_key_line=vm.host_key_line,
     )
+
+
+# What a QMP run state other than "running" means for a run, to say in its reason.
+_STATE_HINTS = {
+    "io-error": "a disk write failed (is the file system holding the disk overlay full?)",
+    "paused": "paused (a QMP `stop`, a debugger, or SIGSTOP)",
+    "internal-error": "QEMU hit an internal error emulating the guest",
+    "guest-panicked": "the guest kernel panicked",
+    "shutdown": "the guest shut down",
+}
+
+
+def exit_text(code: int | None) -> str:
+    """How QEMU ended, for a person: a signal by name ("killed by SIGKILL")."""
+    if code is None:
+        return "QEMU is still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"QEMU was killed by {name}"
+    return f"QEMU exited with status {code}"
 
 
 def _read(path: Path) -> str:
@@ -154,6 +178,23 @@ class Machine:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def health(self) -> str | None:
+        """None while the guest runs; else why it no longer can: QEMU ended (how), or
+        QEMU stopped the vCPUs (QMP query-status: io-error on a full disk, paused).
+
+        A QMP socket that does not answer says nothing either way (None): the SSH
+        side's liveness check covers a wedged QEMU."""
+        if not self.alive():
+            return exit_text(self.proc.returncode)
+        try:
+            state = qmp.query_status(self.qmp_socket)
+        except qmp.QmpError:
+            return None
+        if state == "running":
+            return None
+        hint = _STATE_HINTS.get(state, "the guest is not running")
+        return f"QEMU stopped the guest: status {state}: {hint}"
 
     def console_text(self) -> str:
         return _read(self.console_log)
