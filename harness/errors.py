@@ -8,6 +8,8 @@ without a traceback and maps the family to an exit code (DESIGN.md: 3 and 2).
 
 from __future__ import annotations
 
+import errno
+
 
 class LabError(Exception):
     """Base of the expected failures; never shown with a traceback."""
@@ -34,3 +36,17 @@ class InfraError(LabError):
     """The infrastructure failed: QEMU died, SSH was lost, the disk is full."""
 
     exit_code = 2
+
+
+def os_error(exc: OSError) -> InfraError:
+    """An OSError no stage turned into a LabError: disk full, permissions, a vanished file."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = f"{exc.strerror or exc}{where}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InfraError(f"disk full: {what}", "free space there (df -h), then run again")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InfraError(
+            f"not permitted: {what}",
+            "check the owner and mode of that path; LAB_CACHE=DIR moves the cache",
+        )
+    return InfraError(f"system error: {what}", "see the path named; then run again")
