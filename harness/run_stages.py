@@ -77,7 +77,8 @@ def do_connect(
 ) -> None:
     assert cr.target is not None
     with cr.stage("push") as entry:
-        remote = stack.enter_context(Remote(cr.target.endpoint()))
+        # The target's health (QEMU's run state) is watched while every command runs.
+        remote = stack.enter_context(Remote(cr.target.endpoint(), watch=cr.target.health))
         cr.remote = remote
         remote.connect(deadline_s=float(lab.vm.boot_timeout_s))
         items = suites.payload(chosen, cr.build, REPO_ROOT)
@@ -111,7 +112,8 @@ def check_boot_dmesg(cr: CellRun) -> None:
 
 
 def collect(cr: CellRun, reproducer: list[str]) -> None:
-    """Copy what the VM left behind into the cell folder; never raises."""
+    """Copy what the VM left behind into the cell folder; never raises (a full disk
+    included: the summary is written after this, into space the recorder set aside)."""
     cell = cr.rec.cell_dir
     t = cr.target
     with contextlib.suppress(Exception):
@@ -125,8 +127,9 @@ def collect(cr: CellRun, reproducer: list[str]) -> None:
             if t is None or not t.alive():
                 (cell / junk).unlink(missing_ok=True)
     script = cell / "reproduce.sh"
-    script.write_text(
-        "#!/bin/sh\n# Re-run this cell (same kernel build, same suites).\n"
-        f"cd {shlex.quote(str(REPO_ROOT))} && exec {shlex.join(reproducer)}\n"
-    )
-    script.chmod(0o755)
+    with contextlib.suppress(OSError):
+        script.write_text(
+            "#!/bin/sh\n# Re-run this cell (same kernel build, same suites).\n"
+            f"cd {shlex.quote(str(REPO_ROOT))} && exec {shlex.join(reproducer)}\n"
+        )
+        script.chmod(0o755)
