@@ -59,8 +59,8 @@ def check() -> None:
 
 def reason(exc: BaseException | None = None) -> str:
     """One line for the report: which signal stopped the run."""
-    name = exc.signame if isinstance(exc, Interrupted) else _state.signame
-    return f"interrupted by {name or 'SIGINT'} (Ctrl-C or SIGTERM)"
+    name = (exc.signame if isinstance(exc, Interrupted) else _state.signame) or "SIGINT"
+    return "interrupted by Ctrl-C (SIGINT)" if name == "SIGINT" else f"interrupted by {name}"
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
