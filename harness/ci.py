@@ -26,11 +26,11 @@ from typing import Any
 
 import yaml
 
+from harness.digest import sha256_file
 from harness.errors import InfraError, UserError
 from harness.matrix import CellEntry, builds_of
 from harness.paths import REPO_ROOT
 from harness.results import EXIT_INFRA
-from harness.source import sha256_file
 
 # The files `lab run --manifest` reads (vmlinux is left out: large, and not used to run).
 PACKED_ARTIFACTS = ("bzImage", "System.map", ".config")

@@ -49,7 +49,7 @@ BAD = frozenset(set(Outcome) - GOOD)
 
 Key = tuple[str, str]
 # Per (suite, test): its outcome in each run of one identity, oldest first
-# (harness.history.outcomes_by_identity).
+# (harness.history_query.outcomes_by_identity).
 History = Mapping[Key, Sequence[Outcome]]
 
 

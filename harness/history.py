@@ -9,38 +9,27 @@ sqlite3 from the standard library, no server. WAL mode lets readers (a report be
 drawn) work while one writer records a run; writers take the lock up front (BEGIN
 IMMEDIATE) and wait out a busy database for BUSY_TIMEOUT_S rather than failing.
 
-A run is identified by (run id, start time): matrix cells are named after the cell, so
-the same run id recurs every night, while one run's folder keeps its key wherever it
-is imported from. Re-recording a run replaces its rows (a run recorded while it was
-still going gets its final results), so importing twice keeps one copy.
+This module holds the schema, its migrations and the connection; beside it,
+history_record.py writes runs into it and history_query.py reads them back, both
+through Database's execute and write, never through sqlite3 itself.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import InfraError, UserError
 from harness.paths import REPO_ROOT
-from harness.results import SEVERITY, Outcome, RunRecord, TestResult, load_summary
 
 DB_NAME = "history.sqlite"
 BUSY_TIMEOUT_S = 30.0
 DEFAULT_RESULTS_ROOT = REPO_ROOT / "results"
 
-_REBUILD = "move it aside and rebuild it from the run folders: lab history import results/"
-_FIND_IDS = (
-    "list the recorded runs with `lab history list` (add older run folders with "
-    "`lab history import results/`), or pass a run folder instead of an id"
-)
+REBUILD = "move it aside and rebuild it from the run folders: lab history import results/"
 
 
 def default_path(results_root: Path = DEFAULT_RESULTS_ROOT) -> Path:
@@ -70,61 +59,6 @@ def identity(
             return None
         commit = f"{commit}+{diff_sha256}"
     return f"{commit}|{config_hash}|{target}"
-
-
-# --- rows ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One recorded run: the columns of `runs`."""
-
-    pk: int
-    key: str
-    run_id: str
-    folder: str
-    cell: str
-    kernel: str | None
-    config: str | None
-    commit: str | None
-    describe: str | None
-    dirty: bool
-    diff_sha256: str | None
-    mbox_sha256: str | None
-    config_hash: str | None
-    target: str | None
-    accelerator: str | None
-    qemu_version: str | None
-    started: str
-    ended: str | None
-    wall_s: float
-    verdict: str
-    exit_code: int
-    complete: bool
-    identity: str | None
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def source(self) -> str:
-        """The source line a reader recognises: describe, else the short commit."""
-        return self.describe or (self.commit or "")[:12] or "unknown source"
-
-
-@dataclass(frozen=True)
-class Recorded:
-    run: RunRow
-    # "new", "updated" (the summary changed since it was recorded) or "unchanged".
-    status: str
-
-
-@dataclass
-class ImportReport:
-    recorded: list[Recorded] = field(default_factory=list)
-    # (folder, why) for summary.json files that could not be read.
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-    def count(self, status: str) -> int:
-        return sum(r.status == status for r in self.recorded)
 
 
 # --- schema -------------------------------------------------------------------------
@@ -232,30 +166,38 @@ class Database:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[None]:
+        """One write transaction, the lock taken up front (BEGIN IMMEDIATE)."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self._conn
+            yield
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
 
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
+        """One SQL statement; errors surface through opened() as InfraError."""
+        return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, rows)
+
     def _migrate(self) -> None:
         if self.version == SCHEMA_VERSION:
             return
-        with self._write() as conn:
+        with self.write():
             # Read again under the lock: another process may have just upgraded it.
             current = self.version
             if current > SCHEMA_VERSION:
                 raise UserError(
                     f"{self.path} has history schema version {current}; this lab knows "
                     f"up to {SCHEMA_VERSION}",
-                    f"update this checkout, or {_REBUILD}",
+                    f"update this checkout, or {REBUILD}",
                 )
             for step in MIGRATIONS[current:]:
-                step(conn)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                step(self._conn)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 @contextmanager
@@ -268,309 +210,10 @@ def opened(path: Path) -> Iterator[Database]:
     try:
         db = Database(path)
     except (sqlite3.Error, OSError) as exc:
-        raise InfraError(f"cannot open the run history {path}: {exc}", _REBUILD) from exc
+        raise InfraError(f"cannot open the run history {path}: {exc}", REBUILD) from exc
     try:
         yield db
     except sqlite3.Error as exc:
-        raise InfraError(f"the run history {path} failed: {exc}", _REBUILD) from exc
+        raise InfraError(f"the run history {path} failed: {exc}", REBUILD) from exc
     finally:
         db.close()
-
-
-# --- recording ----------------------------------------------------------------------
-
-
-def _text(env: dict[str, Any], key: str) -> str | None:
-    value = env.get(key)
-    return None if value in (None, "") else str(value)
-
-
-def _target(record: RunRecord, kernel: str | None, config: str | None) -> str | None:
-    """The environment's target, else the end of the cell name (kernel-config-target)."""
-    explicit = _text(record.environment, "target")
-    if explicit:
-        return explicit
-    prefix = f"{kernel}-{config}-" if kernel and config else None
-    if prefix and record.cell.startswith(prefix) and len(record.cell) > len(prefix):
-        return record.cell[len(prefix) :]
-    return None
-
-
-def _ended(started: str, wall_s: float) -> str | None:
-    try:
-        start = dt.datetime.fromisoformat(started)
-    except ValueError:
-        return None
-    return (start + dt.timedelta(seconds=wall_s)).isoformat(timespec="seconds")
-
-
-def _run_columns(record: RunRecord, run_dir: Path, summary_sha: str) -> dict[str, Any]:
-    """The runs row of a summary. Every environment key is optional: older runs and
-    runs that stopped before the build stage lack most of them."""
-    env = record.environment
-    kernel, config = _text(env, "kernel"), _text(env, "config")
-    describe = _text(env, "kernel_describe")
-    # The runner records the describe with "-dirty" for an edited tree; an explicit
-    # kernel_dirty (when the runner records it) wins.
-    dirty_flag = env.get("kernel_dirty")
-    dirty = (describe or "").endswith("-dirty") if dirty_flag is None else bool(dirty_flag)
-    commit = _text(env, "kernel_commit")
-    diff = _text(env, "kernel_diff_sha256")
-    config_hash = _text(env, "config_hash")
-    target = _target(record, kernel, config)
-    return {
-        "key": f"{record.run_id}@{record.started}",
-        "run_id": record.run_id,
-        "folder": str(run_dir),
-        "cell": record.cell,
-        "kernel": kernel,
-        "config": config,
-        "commit_sha": commit,
-        "describe": describe,
-        "dirty": int(dirty),
-        "diff_sha256": diff,
-        "mbox_sha256": _text(env, "mbox_sha256"),
-        "config_hash": config_hash,
-        "target": target,
-        "accelerator": _text(env, "accelerator"),
-        "qemu_version": _text(env, "qemu_version"),
-        "started": record.started,
-        "ended": _ended(record.started, record.wall_s),
-        "wall_s": record.wall_s,
-        "verdict": record.verdict,
-        "exit_code": record.exit_code,
-        "complete": int(record.complete),
-        "summary_sha256": summary_sha,
-        "environment": json.dumps(env, sort_keys=True, default=str),
-        "identity": identity(commit, dirty, diff, config_hash, target),
-    }
-
-
-def record_run(db: Database, run_dir: Path) -> Recorded:
-    """Record the run in run_dir (its summary.json); the same run again keeps one copy.
-
-    Raises UserError when run_dir has no readable summary.json.
-    """
-    run_dir = run_dir.resolve()
-    summary = run_dir / "summary.json"
-    try:
-        raw = summary.read_bytes()
-        record = load_summary(run_dir)
-    except FileNotFoundError as exc:
-        raise UserError(
-            f"{run_dir} is not a run folder (no summary.json)",
-            "pass a results/<run-id>/ folder, or a folder holding them to lab history import",
-        ) from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(
-            f"{summary} cannot be read: {exc}", "the run folder is damaged; skip it"
-        ) from exc
-    columns = _run_columns(record, run_dir, hashlib.sha256(raw).hexdigest())
-    conn = db._conn
-    with db._write():
-        old = conn.execute(
-            "SELECT pk, summary_sha256, folder FROM runs WHERE key = ?", (columns["key"],)
-        ).fetchone()
-        if old is not None and old[1] == columns["summary_sha256"] and old[2] == str(run_dir):
-            status = "unchanged"
-            pk = int(old[0])
-        else:
-            status = "new" if old is None else "updated"
-            names = ", ".join(columns)
-            marks = ", ".join(f":{n}" for n in columns)
-            updates = ", ".join(f"{n} = excluded.{n}" for n in columns if n != "key")
-            conn.execute(
-                f"INSERT INTO runs ({names}) VALUES ({marks}) "
-                f"ON CONFLICT (key) DO UPDATE SET {updates}",
-                columns,
-            )
-            pk = int(
-                conn.execute("SELECT pk FROM runs WHERE key = ?", (columns["key"],)).fetchone()[0]
-            )
-            conn.execute("DELETE FROM results WHERE run_pk = ?", (pk,))
-            conn.executemany(
-                "INSERT INTO results (run_pk, seq, suite, test, outcome, seconds, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (pk, i, r.suite, r.name, r.outcome.value, r.seconds, r.reason)
-                    for i, r in enumerate(record.results)
-                ],
-            )
-    return Recorded(_run_by_pk(db, pk), status)
-
-
-def record(results_root: Path, run_dir: Path) -> Recorded:
-    """Record one finished (or stopped) run into results_root's history: the runner's
-    and the matrix's call after each run. Raises LabError only (InfraError, UserError).
-
-    A matrix writes its cells under results/matrix-*/, but the history lives at the
-    top results root: pass that root here, not the matrix folder.
-    """
-    with opened(default_path(results_root)) as db:
-        return record_run(db, run_dir)
-
-
-def _summary_dirs(top: Path) -> Iterator[Path]:
-    """Folders holding a summary.json below top (top included), in name order.
-
-    A run folder holds no other runs, so the walk stops at the first summary.json;
-    symlinks (results/latest) are not followed, so no run is visited twice.
-    """
-    for here, dirs, files in os.walk(top):
-        if "summary.json" in files:
-            dirs.clear()
-            yield Path(here)
-            continue
-        dirs[:] = sorted(d for d in dirs if not (Path(here) / d).is_symlink())
-
-
-def import_dirs(db: Database, dirs: Iterable[Path]) -> ImportReport:
-    """Record every run found below the given folders (run folders, matrix folders,
-    results roots). A damaged summary.json is skipped with its reason, not fatal.
-
-    Raises UserError for a folder that does not exist.
-    """
-    report = ImportReport()
-    for top in dirs:
-        if not top.is_dir():
-            raise UserError(f"no such folder: {top}", "pass run folders or a results root")
-        for run_dir in _summary_dirs(top):
-            try:
-                report.recorded.append(record_run(db, run_dir))
-            except UserError as exc:
-                report.skipped.append((run_dir, exc.what))
-    return report
-
-
-# --- queries ------------------------------------------------------------------------
-
-# The runs columns a RunRow holds, named as its fields (the column is commit_sha because
-# COMMIT is an SQL keyword).
-_RUN_COLUMNS = (
-    "pk, key, run_id, folder, cell, kernel, config, commit_sha AS [commit], describe, dirty, "
-    "diff_sha256, mbox_sha256, config_hash, target, accelerator, qemu_version, started, "
-    "ended, wall_s, verdict, exit_code, complete, identity"
-)
-
-
-def _runs(
-    db: Database, where: str, params: Sequence[Any], order: str, limit: int | None
-) -> list[RunRow]:
-    sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY {order}"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    cursor = db._conn.execute(sql, tuple(params))
-    names = [d[0] for d in cursor.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-    counts: dict[int, dict[str, int]] = {}
-    if rows:
-        marks = ", ".join("?" for _ in rows)
-        for pk, outcome, n in db._conn.execute(
-            f"SELECT run_pk, outcome, COUNT(*) FROM results WHERE run_pk IN ({marks}) "
-            "GROUP BY run_pk, outcome",
-            [r["pk"] for r in rows],
-        ):
-            counts.setdefault(pk, {})[outcome] = n
-    return [
-        RunRow(
-            **{**r, "dirty": bool(r["dirty"]), "complete": bool(r["complete"])},
-            counts=counts.get(r["pk"], {}),
-        )
-        for r in rows
-    ]
-
-
-def _run_by_pk(db: Database, pk: int) -> RunRow:
-    return _runs(db, "pk = ?", (pk,), "pk", None)[0]
-
-
-def runs_for_cell(db: Database, cell: str, last: int | None = None) -> list[RunRow]:
-    """The cell's runs oldest first (the order a strip of nights is drawn in), at most
-    the `last` newest."""
-    newest = _runs(db, "cell = ?", (cell,), "started DESC, pk DESC", last)
-    return newest[::-1]
-
-
-def last_runs(db: Database, n: int = 20, cell: str | None = None) -> list[RunRow]:
-    """The n newest runs, newest first (what `lab history list` prints)."""
-    if cell is None:
-        return _runs(db, "1", (), "started DESC, pk DESC", n)
-    return _runs(db, "cell = ?", (cell,), "started DESC, pk DESC", n)
-
-
-def cells(db: Database) -> list[str]:
-    return [c for (c,) in db._conn.execute("SELECT DISTINCT cell FROM runs ORDER BY cell")]
-
-
-def results_of(db: Database, run: RunRow) -> list[TestResult]:
-    """The run's results in the order they were recorded (no excerpts: see its folder)."""
-    return [
-        TestResult(suite, test, Outcome(outcome), reason, seconds)
-        for suite, test, outcome, seconds, reason in db._conn.execute(
-            "SELECT suite, test, outcome, seconds, reason FROM results WHERE run_pk = ? "
-            "ORDER BY seq",
-            (run.pk,),
-        )
-    ]
-
-
-_RANK = {o.value: i for i, o in enumerate(SEVERITY)}
-
-
-def outcomes_by_identity(db: Database, ident: str | None) -> dict[tuple[str, str], list[Outcome]]:
-    """Per (suite, test), its outcome in each run of this identity, oldest run first.
-
-    One outcome per run: the worst, when a run recorded the test twice. An unknown
-    identity (None) has no history: nothing can be said to be the same kernel.
-    """
-    if ident is None:
-        return {}
-    worst: dict[tuple[int, str, str], str] = {}
-    for pk, suite, test, outcome in db._conn.execute(
-        "SELECT r.run_pk, r.suite, r.test, r.outcome FROM results r "
-        "JOIN runs ON runs.pk = r.run_pk WHERE runs.identity = ? "
-        "ORDER BY runs.started, runs.pk, r.seq",
-        (ident,),
-    ):
-        slot = (pk, suite, test)
-        if slot not in worst or _RANK[outcome] < _RANK[worst[slot]]:
-            worst[slot] = outcome
-    history: dict[tuple[str, str], list[Outcome]] = {}
-    for (_, suite, test), outcome in worst.items():
-        history.setdefault((suite, test), []).append(Outcome(outcome))
-    return history
-
-
-def find_runs(db: Database, ref: str) -> list[RunRow]:
-    """Runs named by ref: a key (run-id@started) or a run id (several when a matrix
-    cell's run id recurs night after night)."""
-    by_key = _runs(db, "key = ?", (ref,), "pk", None)
-    return by_key or _runs(db, "run_id = ?", (ref,), "started, pk", None)
-
-
-def resolve_run(db: Database, ref: str) -> RunRow:
-    """A run from a command line: a run folder (recorded now, idempotently), a key or
-    a unique run id. Raises UserError naming the problem and how to find ids."""
-    path = Path(ref)
-    if path.is_dir():
-        if not (path / "summary.json").is_file():
-            inside = [p.name for p in _summary_dirs(path) if p != path][:8]
-            hint = f"name one of its runs: {', '.join(inside)}" if inside else _FIND_IDS
-            raise UserError(f"{path} is not a run folder (no summary.json in it)", hint)
-        return record_run(db, path).run
-    found = find_runs(db, ref)
-    if not found:
-        raise UserError(f"unknown run {ref!r}: not a recorded run id, key or folder", _FIND_IDS)
-    if len(found) > 1:
-        keys = ", ".join(r.key for r in found[-5:])
-        raise UserError(
-            f"run id {ref!r} names {len(found)} runs (a matrix cell recurs every night)",
-            f"pass a key instead, e.g. {keys}; or the run folder; or --cell {found[0].cell}",
-        )
-    return found[0]
-
-
-def display_ref(db: Database, run: RunRow) -> str:
-    """The shortest name that resolves to this run: its id if unique, else its key."""
-    n = db._conn.execute("SELECT COUNT(*) FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
-    return run.run_id if int(n[0]) == 1 else run.key

@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 from markupsafe import Markup  # jinja2's own dependency: marks the HTML section as safe
 
 from harness.compare import REPORT_ORDER, Change, Comparison, Flakiness, Group
-from harness.history import RunRow
+from harness.history_query import RunRow
 from harness.report import template_env
 from harness.results import EXIT_OK, EXIT_TEST_FAILED
 
@@ -299,7 +299,7 @@ class CellStrip:
 
 
 def cell_strip(cell: str, runs: Sequence[RunRow], last: int = 14) -> CellStrip:
-    """The cell's last `last` runs (history.runs_for_cell order: oldest first) as a
+    """The cell's last `last` runs (history_query.runs_for_cell order: oldest first) as a
     strip, with the pass rate over them."""
     shown = list(runs)[-last:] if last > 0 else []
     points = [
@@ -314,3 +314,59 @@ def cell_strip(cell: str, runs: Sequence[RunRow], last: int = 14) -> CellStrip:
     if rate is not None:
         label += f", pass rate {rate:.0%}"
     return CellStrip(cell, outcome_strip_svg(points, label=label), rate, len(shown))
+
+
+def rate_sparkline_svg(
+    rates: Sequence[float | None],
+    titles: Sequence[str] = (),
+    *,
+    label: str = "",
+    step: int = 15,
+    height: int = 24,
+) -> str:
+    """A pass rate over time (0..1 per run, oldest first) as a small inline <svg>: a line
+    through the runs with a dot per run and its value as the dot's tooltip. A run
+    without a rate (no tests) breaks the line. Valid XML; every text is escaped."""
+    width = max((len(rates) - 1) * step, 0) + 8
+    pad = 3
+
+    def y(rate: float) -> float:
+        return round(pad + (1 - rate) * (height - 2 * pad), 1)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="spark" role="img" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f"aria-label={quoteattr(label or 'pass rate over time')}>",
+    ]
+    if label:
+        parts.append(f"<title>{escape(label)}</title>")
+    parts.append(
+        f'<line x1="0" y1="{y(1.0)}" x2="{width}" y2="{y(1.0)}" stroke="#ddd" stroke-width="1"/>'
+    )
+    segment: list[str] = []
+    segments: list[list[str]] = []
+    for i, rate in enumerate(rates):
+        if rate is None:
+            if segment:
+                segments.append(segment)
+            segment = []
+            continue
+        segment.append(f"{4 + i * step},{y(rate)}")
+    if segment:
+        segments.append(segment)
+    for seg in segments:
+        if len(seg) > 1:
+            parts.append(
+                f'<polyline fill="none" stroke="#555" stroke-width="1.5" points="{" ".join(seg)}"/>'
+            )
+    for i, rate in enumerate(rates):
+        if rate is None:
+            continue
+        colour = STRIP_COLOURS["pass"] if rate >= 1.0 else STRIP_COLOURS["fail"]
+        title = titles[i] if i < len(titles) else f"run {i + 1}"
+        parts.append(
+            f'<circle cx="{4 + i * step}" cy="{y(rate)}" r="2.5" fill="{colour}">'
+            f"<title>{escape(f'{title}: {rate:.0%} of tests passed')}</title></circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from harness import arch, kconfig
 from harness import kselftest_build as selftests
+from harness.digest import sha256_file
 from harness.errors import UserError
 from harness.kmake import FIXED_ENV
-from harness.source import SourceTree, sha256_file
+from harness.source import SourceTree
 
 MANIFEST_VERSION = 1
 # The phases that are make runs; the run's time accounting calls their sum "make".

@@ -2,9 +2,13 @@
 
 Builds are shared between cells for free: the build stage caches by (source commit,
 config hash), so two cells on the same kernel and config compile once. Each cell
-writes its own run folder under the matrix folder; the matrix adds an index
-(matrix.json, matrix.md) with every cell's verdict, its report, and, with --repeat,
-a pass rate, because flakiness is a rate over repeated runs, not one verdict.
+writes its own run folder under the matrix folder and is recorded in the results
+root's history; the matrix adds an index (matrix.json, matrix.md, matrix.html) that
+leads with what changed since the previous night (regressions flagged, flaky tests
+with their pass rate: harness/nightly.py), draws each cell's last nights as a strip
+with its test pass rate over time, and lists every run with, under --repeat, a pass
+rate per cell. With --ab BASE each other cell is also judged against BASE's run of the
+same config and target (harness/ab.py).
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ import datetime as dt
 import itertools
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import junit, names, runner
+from markupsafe import Markup
+
+from harness import ab, history_report, junit, names, nightly, report, runner
 from harness.config import LabConfig
-from harness.errors import UserError
+from harness.errors import LabError, UserError
 from harness.results import EXIT_INFRA, EXIT_USER, RunRecord, load_summary, verdict_text
 
 # Exit code precedence across cells: bad input first (nothing meaningful ran), then
@@ -138,35 +145,130 @@ def combined_exit(codes: list[int]) -> int:
 RunCell = Callable[[LabConfig, runner.RunRequest], int]
 
 
+@dataclass(frozen=True)
+class AbRow:
+    """One series cell's A/B against its base (matrix --ab)."""
+
+    cell: str
+    base_run: str
+    headline: str
+    exit_code: int
+
+
+def _ordered(grid: list[Cell], base: str | None) -> list[Cell]:
+    """With --ab BASE, BASE's own cells first: they are the other cells' base runs."""
+    if not base:
+        return grid
+    return [c for c in grid if c.kernel == base] + [c for c in grid if c.kernel != base]
+
+
 def run_matrix(
     lab: LabConfig,
     matrix: str,
     results_root: Path,
     repeat: int = 1,
     run_cell: RunCell | None = None,
+    *,
+    ab_base: str | None = None,
+    nights: int = nightly.DEFAULT_NIGHTS,
+    warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> int:
-    """Run every cell (repeat times), write the index as cells finish, return the exit."""
+    """Run every cell (repeat times), write the index as cells finish, return the exit.
+
+    Each run is recorded in results_root's history (the runner does it); the index
+    draws each cell's last `nights` runs from there. With ab_base (a kernel, or "" for
+    each kernel's own base: commit), every other cell is compared with the base kernel's
+    run of the same config and target, and counts by that comparison (harness.ab).
+    """
     if repeat < 1:
         raise UserError(f"--repeat {repeat}: must be at least 1", "pass --repeat 1 or more")
+    if nights < 1:
+        raise UserError(f"--nights {nights}: must be at least 1", "pass --nights 1 or more")
     grid, suites = cells(lab, matrix)
+    grid = _ordered(grid, ab_base)
     run_one = run_cell or (lambda lab_, req: runner.run(lab_, req))
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = results_root / f"matrix-{matrix}-{stamp}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _new_folder(results_root, f"matrix-{matrix}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     done: list[CellRun] = []
-    for cell, attempt in itertools.product(grid, range(1, repeat + 1)):
-        run_id = cell.name if repeat == 1 else f"{cell.name}-{attempt}"
-        request = runner.RunRequest(
-            kernel=cell.kernel,
-            config=cell.config,
+    ab_rows: list[AbRow] = []
+    # (base kernel, config, target) -> (its run folder, its exit code), once per matrix.
+    base_runs: dict[tuple[str, str, str], tuple[Path, int]] = {}
+    counted: list[int] = []
+
+    def request(kernel: str, config: str, target: str, run_id: str) -> runner.RunRequest:
+        return runner.RunRequest(
+            kernel=kernel,
+            config=config,
             suites=suites,
             results_root=folder,
             run_id=run_id,
+            target=target,
+            history_root=results_root,
         )
-        code = run_one(lab, request)
+
+    for cell, attempt in itertools.product(grid, range(1, repeat + 1)):
+        run_id = cell.name if repeat == 1 else f"{cell.name}-{attempt}"
+        code = run_one(lab, request(cell.kernel, cell.config, cell.target, run_id))
         done.append(CellRun(cell.name, attempt, code, _verdict(folder / run_id, code), run_id))
-        write_index(folder, matrix, done)
-    return combined_exit([r.exit_code for r in done])
+        if ab_base is None:
+            counted.append(code)
+        elif cell.kernel == ab_base:
+            base_runs[(cell.kernel, cell.config, cell.target)] = (folder / run_id, code)
+            # The base's own test failures are every series cell's pre-existing ones.
+            counted.append(code if code != 1 else 0)
+        else:
+            base = ab.resolve_base(lab, cell.kernel, ab_base)
+            key = (base.kernel, cell.config, cell.target)
+            if key not in base_runs:
+                base_id = f"{names.slug(base.kernel)}-{cell.config}-{cell.target}-base"
+                base_code = run_one(
+                    base.lab, request(base.kernel, cell.config, cell.target, base_id)
+                )
+                base_runs[key] = (folder / base_id, base_code)
+                counted.append(base_code if base_code != 1 else 0)
+            base_dir, base_code = base_runs[key]
+            v = ab.judge(results_root, base_dir, folder / run_id, base_code, code, base.label)
+            if v is None:
+                counted.append(max(code, base_code, EXIT_INFRA))
+                ab_rows.append(
+                    AbRow(run_id, base_dir.name, "no comparison: a run left no summary", EXIT_INFRA)
+                )
+            else:
+                ab.write_ab(folder / run_id, base_dir, base.label, v)
+                counted.append(v.exit_code)
+                ab_rows.append(AbRow(run_id, base_dir.name, v.headline, v.exit_code))
+        view = _nightly(results_root, done, folder, nights, warn)
+        write_index(folder, matrix, done, view, ab_rows, exit_code=combined_exit(counted))
+    return combined_exit(counted)
+
+
+def _new_folder(root: Path, name: str) -> Path:
+    """root/name, or root/name-2, -3... when a matrix started in the same second."""
+    root.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        folder = root / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def _nightly(
+    results_root: Path,
+    done: list[CellRun],
+    folder: Path,
+    nights: int,
+    warn: Callable[[str], None],
+) -> list[nightly.CellNight] | None:
+    tonight: dict[str, list[Path]] = {}
+    for r in done:
+        tonight.setdefault(r.cell, []).append(folder / r.folder)
+    try:
+        return nightly.view(results_root, tonight, nights)
+    except LabError as exc:
+        warn(f"[matrix] warning: no nightly view from the history: {exc.message}")
+        return None
 
 
 def _verdict(run_folder: Path, code: int) -> str:
@@ -177,34 +279,78 @@ def _verdict(run_folder: Path, code: int) -> str:
         return f"no summary (exit {code})"
 
 
-def write_index(folder: Path, matrix: str, done: list[CellRun]) -> None:
-    """matrix.json and matrix.md: one row per cell with its pass rate over attempts."""
+def _night_json(n: nightly.CellNight) -> dict[str, object]:
+    return {
+        "runs": n.strip.runs,
+        "run_pass_rate": n.strip.pass_rate,
+        "test_pass_rates": list(n.test_rates),
+        "latest": n.latest.key if n.latest else None,
+        "previous": n.previous.key if n.previous else None,
+        "regressions": [[c.suite, c.test] for c in n.regressions],
+        "flaky": [
+            {"suite": f.suite, "test": f.test, "passes": f.record.passes, "runs": f.record.runs}
+            for f in n.flaky
+        ],
+        "failing": [
+            {"suite": s, "test": t, "outcome": o, "flaky": f is not None}
+            for s, t, o, f in n.failing
+        ],
+    }
+
+
+def write_index(
+    folder: Path,
+    matrix: str,
+    done: list[CellRun],
+    nights: list[nightly.CellNight] | None = None,
+    ab_rows: list[AbRow] | None = None,
+    *,
+    exit_code: int | None = None,
+) -> None:
+    """matrix.json, matrix.md and matrix.html: the nightly view (regressions since the
+    previous night, flaky tests with their rates, each cell's last nights as a strip and
+    its test pass rate over time) when there is a history, then one row per run with its
+    pass rate over attempts."""
     rates: dict[str, list[int]] = {}
     for r in done:
         rates.setdefault(r.cell, []).append(r.exit_code)
     pass_rate = {c: sum(x == 0 for x in codes) / len(codes) for c, codes in rates.items()}
-    code = combined_exit([r.exit_code for r in done])
-    index = {
+    code = combined_exit([r.exit_code for r in done]) if exit_code is None else exit_code
+    index: dict[str, object] = {
         "matrix": matrix,
         "exit_code": code,
         "runs": [asdict(r) for r in done],
         "pass_rate": pass_rate,
     }
+    if nights is not None:
+        index["nightly"] = {n.cell: _night_json(n) for n in nights}
+    if ab_rows:
+        index["ab"] = [asdict(row) for row in ab_rows]
     (folder / "matrix.json").write_text(json.dumps(index, indent=2) + "\n")
-    lines = [
-        f"# gmemlab matrix {matrix}",
-        "",
-        f"verdict: **{verdict_text(code, True)}** (exit {code})",
-        "",
-        "| cell | attempt | verdict | exit | report |",
-        "|---|---|---|---|---|",
-    ]
-    for r in done:
-        report = f"{r.folder}/report.md" if r.folder != "-" else "none"
-        lines.append(f"| {r.cell} | {r.attempt} | {r.verdict} | {r.exit_code} | {report} |")
-    lines += ["", "| cell | pass rate |", "|---|---|"]
-    lines += [f"| {c} | {rate:.0%} |" for c, rate in pass_rate.items()]
-    (folder / "matrix.md").write_text("\n".join(lines) + "\n")
+    ctx = {
+        "matrix": matrix,
+        "code": code,
+        "verdict": verdict_text(code, True),
+        "done": done,
+        "pass_rate": pass_rate,
+        "nights": nights,
+        "ab": ab_rows or [],
+    }
+    (folder / "matrix.md").write_text(
+        report.template_env(autoescape=False).get_template("matrix.md.j2").render(ctx)
+    )
+    sections, strips, sparks = {}, {}, {}
+    for n in nights or []:
+        strips[n.cell] = Markup(n.strip.svg)
+        sparks[n.cell] = Markup(n.rate_svg)
+        if n.comparison is not None and n.regressions and n.previous and n.latest:
+            sections[n.cell] = history_report.comparison_html(
+                n.comparison, f"previous ({n.previous.run_id})", f"latest ({n.latest.run_id})"
+            )
+    html = report.template_env(autoescape=True).get_template("matrix.html.j2")
+    (folder / "matrix.html").write_text(
+        html.render(ctx, sections=sections, strips=strips, sparks=sparks)
+    )
 
 
 # --- merging cells that ran elsewhere (CI jobs) ----------------------------------------

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from harness import arch
 from harness.errors import InfraError, UserError
 
 # Which Debian package provides a tool, so a missing tool names its fix.
@@ -34,7 +35,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "mmdebstrap": "mmdebstrap",
     "mkfs.ext4": "e2fsprogs",
     "qemu-img": "qemu-utils",
-    "qemu-system-x86_64": "qemu-system-x86",
+    arch.HOST.qemu: arch.HOST.qemu_package,
     "ssh-keygen": "openssh-client",
     "apt-get": "apt",
     "dpkg-deb": "dpkg",

@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 from harness import build as build_stage
-from harness import image, suites
+from harness import history_record, image, suites
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
 from harness.paths import REPO_ROOT
@@ -28,6 +28,8 @@ def do_build(
     config: str,
     manifest: Path | None,
     bzimage: Path | None,
+    *,
+    target: str = "qemu",
 ) -> None:
     if manifest is not None:
         with cr.stage("build", f"reusing {manifest}") as entry:
@@ -47,14 +49,17 @@ def do_build(
         cr.rec.environment(
             kernel=kernel,
             config=config,
+            target=target,
             kernel_commit=b.commit,
             kernel_describe=b.describe,
             config_hash=b.config_hash,
             manifest=str(b.manifest),
             selftests=", ".join(f"{k}: {v}" for k, v in sorted(b.selftests.items())),
+            # dirty, diff hash, mbox: the source identity the history groups runs by.
+            **history_record.build_identity(b.manifest),
         )
     else:
-        cr.rec.environment(kernel=kernel, config=config)
+        cr.rec.environment(kernel=kernel, config=config, target=target)
 
 
 def do_boot(cr: CellRun, lab: LabConfig, bzimage: Path, stack: contextlib.ExitStack) -> None:

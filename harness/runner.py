@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import interrupt, junit, names, report
+from harness import history_record, interrupt, junit, names, report
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import InfraError, LabError, UserError, os_error
@@ -38,6 +38,9 @@ class RunRequest:
     bzimage: Path | None = None
     run_id: str | None = None
     target: str = "qemu"
+    # Where history.sqlite lives (a matrix or bisect puts its runs in a subfolder of the
+    # results root, but records them in the root's history); None: results_root.
+    history_root: Path | None = None
 
     @property
     def cell(self) -> str:
@@ -104,7 +107,7 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     start = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
-            do_build(cr, lab, req.kernel, req.config, req.manifest, req.bzimage)
+            do_build(cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target)
             do_boot(cr, lab, _bzimage(cr, req), stack)
             do_connect(cr, lab, stack, chosen)
             complete = do_suites(cr, chosen)
@@ -140,6 +143,8 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
             html, md = report.render(record, cr.rec.root)
         except OSError as exc:  # summary.json is written; say why the rest is not
             p.say(f"[run] could not write the report: {os_error(exc).what}")
+    # The summary is final: index it (a warning at worst, never another exit code).
+    history_record.record_or_warn(req.history_root or req.results_root, cr.rec.root, p.say)
     code = record.exit_code
     p.say(
         f"\nverdict: {record.verdict} (exit {code}) in {time.monotonic() - start:.0f}s; "

@@ -10,7 +10,6 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import paramiko
 from invoke.exceptions import ThreadException, UnexpectedExit
@@ -18,10 +17,6 @@ from invoke.exceptions import ThreadException, UnexpectedExit
 from harness import interrupt
 from harness.errors import InfraError
 from harness.remote import SSH_CHANNEL_TIMEOUT_S, Endpoint, Remote
-
-
-def endpoint(host: str, port: int, user: str, key: Path, host_key_line: str) -> Endpoint:
-    return Endpoint(host=host, port=port, user=user, key_file=key, host_key_line=host_key_line)
 
 
 def run_streamed(

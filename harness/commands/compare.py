@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import compare, history, history_report
+from harness import compare, history, history_query, history_record, history_report
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.names import slug
@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _pick(db: history.Database, args: argparse.Namespace) -> tuple[history.RunRow, history.RunRow]:
+def _pick(
+    db: history.Database, args: argparse.Namespace
+) -> tuple[history_query.RunRow, history_query.RunRow]:
     if args.cell is None:
         if args.last is not None:
             raise UserError("--last goes with --cell", "lab compare --cell NAME --last 2")
@@ -56,15 +58,17 @@ def _pick(db: history.Database, args: argparse.Namespace) -> tuple[history.RunRo
                 f"lab compare takes two runs (A B), got {len(args.runs)}",
                 "lab compare A B, or lab compare --cell NAME --last 2",
             )
-        return history.resolve_run(db, args.runs[0]), history.resolve_run(db, args.runs[1])
+        return history_record.resolve_run(db, args.runs[0]), history_record.resolve_run(
+            db, args.runs[1]
+        )
     if args.runs:
         raise UserError("pass either two runs or --cell, not both", "lab compare --cell NAME")
     last = 2 if args.last is None else args.last
     if last < 2:
         raise UserError(f"--last {last}: a comparison needs 2 runs at least", "pass --last 2")
-    runs = history.runs_for_cell(db, args.cell, last=last)
+    runs = history_query.runs_for_cell(db, args.cell, last=last)
     if not runs:
-        known = ", ".join(history.cells(db)) or "none recorded"
+        known = ", ".join(history_query.cells(db)) or "none recorded"
         raise UserError(f"no runs of cell {args.cell!r} in the history", f"known cells: {known}")
     if len(runs) < last:
         raise UserError(
@@ -81,13 +85,13 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         if a.pk == b.pk:
             raise UserError(f"A and B are the same run ({a.key})", "name two different runs")
         result = compare.compare(
-            history.results_of(db, a),
-            history.results_of(db, b),
-            history.outcomes_by_identity(db, a.identity),
-            history.outcomes_by_identity(db, b.identity),
+            history_query.results_of(db, a),
+            history_query.results_of(db, b),
+            history_query.outcomes_by_identity(db, a.identity),
+            history_query.outcomes_by_identity(db, b.identity),
             same_identity=a.identity is not None and a.identity == b.identity,
         )
-        a_ref, b_ref = history.display_ref(db, a), history.display_ref(db, b)
+        a_ref, b_ref = history_query.display_ref(db, a), history_query.display_ref(db, b)
     out = args.out or results_root / f"compare-{slug(a_ref)}-{slug(b_ref)}"
     try:
         md, html, text = history_report.write_compare(result, a, b, out, a_ref, b_ref)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import history
+from harness import history, history_query, history_record
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.results import EXIT_INFRA, EXIT_OK
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_import(args: argparse.Namespace, lab: LabConfig) -> int:
     db_path = history.default_path(args.results.resolve())
     with history.opened(db_path) as db:
-        report = history.import_dirs(db, args.dirs)
+        report = history_record.import_dirs(db, args.dirs)
     for folder, why in report.skipped:
         print(f"lab: skipped {folder}: {why}", file=sys.stderr)
     print(
@@ -85,9 +85,9 @@ def run_list(args: argparse.Namespace, lab: LabConfig) -> int:
         raise UserError(f"--last {args.last}: must be at least 1", "pass --last 1 or more")
     db_path = history.default_path(args.results.resolve())
     with history.opened(db_path) as db:
-        runs = history.last_runs(db, args.last, args.cell)
+        runs = history_query.last_runs(db, args.last, args.cell)
         if not runs:
-            known = history.cells(db)
+            known = history_query.cells(db)
             if args.cell and known:
                 raise UserError(
                     f"no runs of cell {args.cell!r} in {db_path}",
@@ -98,7 +98,7 @@ def run_list(args: argparse.Namespace, lab: LabConfig) -> int:
                 "`lab history import results/`"
             )
             return EXIT_OK
-        refs = [history.display_ref(db, r) for r in runs]
+        refs = [history_query.display_ref(db, r) for r in runs]
     print("| id | started | cell | source | config hash | verdict | pass | fail | skip | other |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for ref, r in zip(refs, runs, strict=True):

@@ -11,7 +11,7 @@ import json
 import signal
 from pathlib import Path
 
-from harness import matrix
+from harness import matrix, nightly
 from harness.commands import run as run_command
 from harness.config import LabConfig
 from harness.paths import REPO_ROOT
@@ -23,8 +23,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run every cell (kernel x config x target) of a named matrix",
         description=(
             "Run each cell of matrix.NAME in lab.yaml as its own `lab run`, sharing builds "
-            "through the build cache, and write matrix.json and matrix.md beside the cells' "
-            "run folders. The exit code is the worst cell's (3, then 2, then 1). With "
+            "through the build cache, record each in results/history.sqlite, and write "
+            "matrix.json, matrix.md and matrix.html beside the cells' run folders: "
+            "night-over-night regressions, flaky tests with their pass rate, each cell's "
+            "last nights as a strip. The exit code is the worst cell's (3, then 2, then 1). With "
             "--list, print the cells (one entry each, with the build they share) instead."
         ),
     )
@@ -34,6 +36,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--results", type=Path, default=REPO_ROOT / "results", help="where the matrix folder goes"
+    )
+    parser.add_argument(
+        "--ab",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="BASE",
+        help="judge every other cell against BASE's run of the same config and target "
+        "(a lab.yaml kernel; alone: each kernel's own git base: commit); BASE's own test "
+        "failures count as pre-existing",
+    )
+    parser.add_argument(
+        "--nights",
+        type=int,
+        default=nightly.DEFAULT_NIGHTS,
+        metavar="N",
+        help=f"how many runs of each cell the index draws (default {nightly.DEFAULT_NIGHTS})",
     )
     parser.add_argument("--list", action="store_true", help="print the cells, run nothing")
     parser.add_argument(
@@ -79,6 +98,13 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     # writes its report before the matrix exits.
     previous = signal.signal(signal.SIGTERM, run_command.on_sigterm)
     try:
-        return matrix.run_matrix(lab, args.name, args.results.resolve(), repeat=args.repeat)
+        return matrix.run_matrix(
+            lab,
+            args.name,
+            args.results.resolve(),
+            repeat=args.repeat,
+            ab_base=args.ab,
+            nights=args.nights,
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import interrupt, runner
+from harness import ab, interrupt, runner, selection
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.paths import REPO_ROOT
@@ -28,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--kernel", help="a kernel name from lab.yaml (default: defaults.kernel)")
     parser.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
     parser.add_argument(
-        "--suites", help="comma-separated suite names from lab.yaml (default: defaults.suites)"
+        "--suites",
+        help="comma-separated suite names from lab.yaml (default: defaults.suites); "
+        "SUITE:TEST runs one test of a pytest or kselftest suite (a pytest node id such "
+        "as gmem-ioctl:test_guest_memfd.py::test_file_size, or a -k expression)",
     )
     parser.add_argument(
         "--manifest", type=Path, help="reuse a finished build: its manifest.json (from lab build)"
@@ -42,6 +45,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=REPO_ROOT / "results",
         help="where results/<run-id>/ and results/latest go (default: ./results)",
     )
+    parser.add_argument(
+        "--ab",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="BASE",
+        help="also run BASE (a lab.yaml kernel or a tree's path; alone: the kernel's own "
+        "git base: commit) with the same config, image and suites, and lead the report "
+        "with the comparison; exit 1 if the kernel regressed against BASE",
+    )
     parser.set_defaults(func=run)
 
 
@@ -51,13 +64,17 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
-    names = (
-        tuple(s.strip() for s in args.suites.split(",") if s.strip())
+    picked = (
+        [selection.parse(s) for s in args.suites.split(",") if s.strip()]
         if args.suites
-        else tuple(lab.defaults.suites)
+        else [selection.Selection(s) for s in lab.defaults.suites]
     )
-    if not names:
+    if not picked:
         raise UserError("--suites is empty", "name at least one suite from lab.yaml")
+    for sel in picked:
+        if sel.test is not None:
+            lab = selection.narrow(lab, sel)
+    names = tuple(dict.fromkeys(sel.suite for sel in picked))
     for path in (args.manifest, args.bzimage):
         if path is not None and not path.is_file():
             raise UserError(f"no such file: {path}", "check the path (lab build prints it)")
@@ -81,4 +98,6 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     # Ctrl-C and SIGTERM stop the run within seconds, whatever the guest is doing: the
     # VM is stopped and what was collected is written (harness/interrupt.py).
     with interrupt.handlers():
+        if args.ab is not None:
+            return ab.run_ab(lab, request, args.ab, runner.Progress(sys.stderr))
         return runner.run(lab, request, runner.Progress(sys.stderr))

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InfraError, UserError
-from harness.hosts import deploy, probe
+from harness.hosts import deploy, probe, restore, wait
 from harness.hosts.lock import HostLock, Lease
+from harness.hosts.probe_state import HostProbe
 from harness.hosts.shell import Connector, HostShell, NotReachable, ssh_connector
 from harness.hosts.target import HostTarget
 
@@ -39,7 +40,7 @@ class HostSession:
         lock: HostLock | None = None,
         wait_s: float = 0.0,
         connect_s: float = 60.0,
-        clock: deploy.Clock = deploy.REAL_CLOCK,
+        clock: wait.Clock = wait.REAL_CLOCK,
         poll_s: float = 5.0,
         run_local: Callable[[Sequence[str]], int] | None = None,
     ) -> None:
@@ -54,12 +55,12 @@ class HostSession:
         self.poll_s = poll_s
         self.run_local = run_local
         self.shell: HostShell | None = None
-        self.host_probe: probe.HostProbe | None = None
-        self.kernel_probe: probe.HostProbe | None = None
+        self.host_probe: HostProbe | None = None
+        self.kernel_probe: HostProbe | None = None
         self.lease: Lease | None = None
         self.boot: deploy.Boot | None = None
         self.kernel: deploy.KernelUnderTest | None = None
-        self.restored: deploy.Restored | None = None
+        self.restored: restore.Restored | None = None
         self.released = ""
 
     # --- entering: connect, probe, check, lock --------------------------------------------
@@ -150,7 +151,7 @@ class HostSession:
         try:
             if self.kernel is not None:
                 shell, self.shell = self.shell, None  # restore closes it
-                self.restored = deploy.restore(
+                self.restored = restore.restore(
                     shell,
                     self.connect,
                     self.target,

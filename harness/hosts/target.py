@@ -1,7 +1,7 @@
 """The settings of one host target, as the host stage needs them.
 
 A small frozen dataclass of its own, so the stage does not depend on lab.yaml's models:
-the runner fills it from `hosts.NAME` (harness/config.py's HostSpec) and the run's
+the runner fills it from `hosts.NAME` (harness/config/schema_run.py's HostSpec) and the run's
 kernel-command-line parameters.
 """
 

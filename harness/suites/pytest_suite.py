@@ -52,6 +52,18 @@ def guest_path(spec: SuiteSpec) -> str:
     return spec.path or DEFAULT_PATH
 
 
+def targets(spec: SuiteSpec) -> list[str]:
+    """What pytest is given: the suite's folder, or the tests a selection narrowed it to
+    (harness/selection.py): node ids under the folder, else one -k expression."""
+    path = guest_path(spec)
+    ids = [t for t in spec.tests if ".py" in t]
+    exprs = [t for t in spec.tests if ".py" not in t]
+    argv = [f"{path}/{t}" for t in ids] or [path]
+    if exprs:
+        argv += ["-k", " or ".join(f"({e})" for e in exprs)]
+    return argv
+
+
 def run(s: Suite) -> None:
     path = guest_path(s.spec)
     out = f"{OUTPUT}/{slug(s.name)}"
@@ -66,7 +78,7 @@ def run(s: Suite) -> None:
         "python3",
         "-m",
         "pytest",
-        path,
+        *targets(s.spec),
         "-p",
         "no:cacheprovider",
         "-rs",

@@ -118,12 +118,12 @@ class FakeHost:
         self.cmdline = ""
 
     def attach(self, root: Path, probe_text: str, test_probe_text: str | None = None) -> None:
-        from harness.hosts import probe
+        from harness.hosts import probe_parse
 
         self.root = root
         self.probe_text = probe_text
         self.test_probe_text = test_probe_text or probe_text
-        self.cmdline = probe.parse(probe_text).cmdline
+        self.cmdline = probe_parse.parse(probe_text).cmdline
         self._new_boot_files()
 
     def _new_boot_files(self) -> None:
@@ -155,9 +155,9 @@ class FakeHost:
         if version == TEST_VERSION and self.loaded:
             self.cmdline = self.loaded[3].removeprefix("--command-line=")
         elif version is not None and self.probe_text:
-            from harness.hosts import probe
+            from harness.hosts import probe_parse
 
-            self.cmdline = probe.parse(self.probe_text).cmdline
+            self.cmdline = probe_parse.parse(self.probe_text).cmdline
         self._new_boot_files()
 
     def connect(self, deadline_s: float) -> FakeShell:

@@ -12,7 +12,8 @@ import pytest
 from harness import build, cli, config, kmake, kselftest_build
 from harness.errors import InfraError, UserError
 from harness.paths import cache_dir, cache_root
-from harness.source import from_path, prepare_source
+from harness.source import prepare_source
+from harness.source.path import from_path
 from tests.unit.fake_kernel import LAB_FRAGMENT, elf, make_tree, write_lab
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import history
+from harness import history, history_query, history_record
 from harness.errors import InfraError, UserError
 from harness.results import Outcome
 
@@ -51,9 +51,9 @@ def test_upgrade_from_the_previous_version_backfills_identity(tmp_path: Path) ->
 
     with history.opened(path) as db:
         assert db.version == history.SCHEMA_VERSION
-        (run,) = history.last_runs(db)
+        (run,) = history_query.last_runs(db)
         assert run.identity == "c0ffee|cfg1|qemu"
-        assert history.outcomes_by_identity(db, run.identity) == {("s", "t"): [P]}
+        assert history_query.outcomes_by_identity(db, run.identity) == {("s", "t"): [P]}
 
 
 def test_a_newer_database_is_refused_with_the_remedy(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_record_reads_the_summary(tmp_path: Path) -> None:
         started="2025-01-01T02:00:00",
         mbox_sha256="m" * 64,
     )
-    recorded = history.record(tmp_path, run)
+    recorded = history_record.record(tmp_path, run)
     assert recorded.status == "new"
     row = recorded.run
     assert (row.run_id, row.cell, row.kernel, row.config) == (
@@ -106,7 +106,7 @@ def test_record_reads_the_summary(tmp_path: Path) -> None:
     assert row.counts == {"pass": 1, "fail": 1, "skip": 1}
     assert (tmp_path / history.DB_NAME).is_file()
     with history.opened(tmp_path / history.DB_NAME) as db:
-        results = history.results_of(db, row)
+        results = history_query.results_of(db, row)
     assert [(r.suite, r.name, r.outcome, r.reason) for r in results] == [
         ("kselftests", "a", P, ""),
         ("kselftests", "b", F, "boom"),
@@ -120,7 +120,7 @@ def test_missing_environment_keys_are_tolerated(tmp_path: Path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     summary["environment"] = {}
     (run / "summary.json").write_text(json.dumps(summary))
-    row = history.record(tmp_path, run).run
+    row = history_record.record(tmp_path, run).run
     assert (row.commit, row.config_hash, row.identity, row.target) == (None, None, None, None)
     assert row.complete is False and row.exit_code == 2
 
@@ -138,10 +138,10 @@ def test_dirty_tree_identity_needs_its_diff_hash(tmp_path: Path) -> None:
         kernel_dirty=True,
         kernel_diff_sha256="d1ff",
     )
-    assert history.record(tmp_path, clean).run.identity == "c0ffee|cfg1|qemu"
+    assert history_record.record(tmp_path, clean).run.identity == "c0ffee|cfg1|qemu"
     # Same commit, unknown edit: not the same kernel as the clean tree, nor any other.
-    assert history.record(tmp_path, edited).run.identity is None
-    assert history.record(tmp_path, hashed).run.identity == "c0ffee+d1ff|cfg1|qemu"
+    assert history_record.record(tmp_path, edited).run.identity is None
+    assert history_record.record(tmp_path, hashed).run.identity == "c0ffee+d1ff|cfg1|qemu"
 
 
 def test_import_walks_matrix_folders_and_is_idempotent(tmp_path: Path) -> None:
@@ -157,30 +157,30 @@ def test_import_walks_matrix_folders_and_is_idempotent(tmp_path: Path) -> None:
     db_path = root / history.DB_NAME
 
     with history.opened(db_path) as db:
-        first = history.import_dirs(db, [root])
+        first = history_record.import_dirs(db, [root])
         assert first.count("new") == 3 and [p.name for p, _ in first.skipped] == ["broken"]
-        again = history.import_dirs(db, [root, matrix / "series-lab-qemu"])
+        again = history_record.import_dirs(db, [root, matrix / "series-lab-qemu"])
         assert again.count("unchanged") == 4 and again.count("new") == 0
-        assert len(history.last_runs(db, 100)) == 3
+        assert len(history_query.last_runs(db, 100)) == 3
         # results/latest is a symlink to a run: not followed, so not a second copy.
         assert (root / "latest").is_symlink()
-        (run,) = history.runs_for_cell(db, "series-lab-qemu")
+        (run,) = history_query.runs_for_cell(db, "series-lab-qemu")
         assert run.counts == {"fail": 1}
         with pytest.raises(UserError, match="no such folder"):
-            history.import_dirs(db, [root / "nope"])
+            history_record.import_dirs(db, [root / "nope"])
 
 
 def test_reimport_of_a_changed_summary_replaces_the_results(tmp_path: Path) -> None:
     run = make_run(tmp_path, "r1", {("s", "t"): P}, started="2025-01-01T01:00:00")
-    assert history.record(tmp_path, run).status == "new"
+    assert history_record.record(tmp_path, run).status == "new"
     summary = json.loads((run / "summary.json").read_text())
     summary["results"][0]["outcome"] = "fail"
     (run / "summary.json").write_text(json.dumps(summary))
-    again = history.record(tmp_path, run)
+    again = history_record.record(tmp_path, run)
     assert again.status == "updated" and again.run.counts == {"fail": 1}
     with history.opened(tmp_path / history.DB_NAME) as db:
-        assert len(history.last_runs(db)) == 1
-        assert [r.outcome for r in history.results_of(db, again.run)] == [F]
+        assert len(history_query.last_runs(db)) == 1
+        assert [r.outcome for r in history_query.results_of(db, again.run)] == [F]
 
 
 def test_queries_order_and_identity_history(tmp_path: Path) -> None:
@@ -189,16 +189,18 @@ def test_queries_order_and_identity_history(tmp_path: Path) -> None:
     # Another identity (a different config hash) does not mix in.
     make_run(tmp_path, "other", {("s", "t"): F}, started="2025-01-05T03:00:00", config_hash="cfg2")
     with history.opened(tmp_path / history.DB_NAME) as db:
-        history.import_dirs(db, [tmp_path])
-        assert [r.run_id for r in history.runs_for_cell(db, "mainline-lab-qemu", last=3)] == [
+        history_record.import_dirs(db, [tmp_path])
+        assert [r.run_id for r in history_query.runs_for_cell(db, "mainline-lab-qemu", last=3)] == [
             "n3",
             "n4",
             "other",
         ]
-        assert [r.run_id for r in history.last_runs(db, 2)] == ["other", "n4"]
-        assert history.outcomes_by_identity(db, "c0ffee|cfg1|qemu") == {("s", "t"): [P, F, P, F]}
-        assert history.outcomes_by_identity(db, None) == {}
-        assert history.cells(db) == ["mainline-lab-qemu"]
+        assert [r.run_id for r in history_query.last_runs(db, 2)] == ["other", "n4"]
+        assert history_query.outcomes_by_identity(db, "c0ffee|cfg1|qemu") == {
+            ("s", "t"): [P, F, P, F]
+        }
+        assert history_query.outcomes_by_identity(db, None) == {}
+        assert history_query.cells(db) == ["mainline-lab-qemu"]
 
 
 def test_resolve_run_by_id_key_and_folder(tmp_path: Path) -> None:
@@ -210,20 +212,20 @@ def test_resolve_run_by_id_key_and_folder(tmp_path: Path) -> None:
     ]
     with history.opened(root / history.DB_NAME) as db:
         # A folder is recorded on the way (idempotently).
-        assert history.resolve_run(db, str(solo)).run_id == "solo"
-        assert history.resolve_run(db, "solo").run_id == "solo"
+        assert history_record.resolve_run(db, str(solo)).run_id == "solo"
+        assert history_record.resolve_run(db, "solo").run_id == "solo"
         with pytest.raises(UserError, match="unknown run 'nope'") as err:
-            history.resolve_run(db, "nope")
+            history_record.resolve_run(db, "nope")
         assert "lab history list" in err.value.message
-        history.import_dirs(db, nights)
+        history_record.import_dirs(db, nights)
         with pytest.raises(UserError, match="names 2 runs") as err:
-            history.resolve_run(db, "mainline-lab-qemu")
+            history_record.resolve_run(db, "mainline-lab-qemu")
         key = "mainline-lab-qemu@2025-01-03T00:00:00"
         assert key in err.value.message
-        assert history.resolve_run(db, key).started == "2025-01-03T00:00:00"
-        assert history.display_ref(db, history.resolve_run(db, key)) == key
+        assert history_record.resolve_run(db, key).started == "2025-01-03T00:00:00"
+        assert history_query.display_ref(db, history_record.resolve_run(db, key)) == key
         with pytest.raises(UserError, match="not a run folder"):
-            history.resolve_run(db, str(root / "matrix-2"))
+            history_record.resolve_run(db, str(root / "matrix-2"))
 
 
 def test_only_the_history_module_opens_the_database() -> None:
@@ -241,6 +243,6 @@ def test_two_writers_share_the_database(tmp_path: Path) -> None:
     two = make_run(tmp_path, "two", {("s", "t"): F}, started="2025-01-01T02:00:00")
     path = tmp_path / history.DB_NAME
     with history.opened(path) as first, history.opened(path) as second:
-        history.record_run(first, one)
-        history.record_run(second, two)
-        assert [r.run_id for r in history.last_runs(first)] == ["two", "one"]
+        history_record.record_run(first, one)
+        history_record.record_run(second, two)
+        assert [r.run_id for r in history_query.last_runs(first)] == ["two", "one"]

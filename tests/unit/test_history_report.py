@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness import history_report as hr
 from harness.compare import compare
-from harness.history import RunRow
+from harness.history_query import RunRow
 from harness.results import Outcome, TestResult
 
 P, F, S, C = Outcome.PASS, Outcome.FAIL, Outcome.SKIP, Outcome.CRASH

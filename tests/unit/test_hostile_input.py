@@ -203,12 +203,12 @@ def test_git_never_takes_a_url_as_an_option_or_runs_a_transport_command(
     marker = tmp_path / "pwned"
     spec = GitSource.model_construct(url=url.format(marker=marker), ref="main")
     with pytest.raises(UserError):
-        source.from_git("series", spec)
+        source.git.from_git("series", spec)
     assert not marker.exists()
 
 
 def test_git_environment_allows_only_the_lab_schemes() -> None:
-    env = source.git_env()
+    env = source.git.git_env()
     assert env["GIT_ALLOW_PROTOCOL"] == "https:ssh:git:file"
     assert env["GIT_TERMINAL_PROMPT"] == "0"
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InfraError, UserError
-from harness.hosts import deploy, probe
+from harness.hosts import cmdline, deploy, probe_parse, probe_state, wait
+from harness.hosts import restore as host_restore
 from harness.hosts.shell import HostShell
 from harness.hosts.target import HostTarget
 from harness.remote import Ran
@@ -26,13 +27,13 @@ from tests.unit.hostfakes import (
 )
 
 GOLDEN = Path(__file__).parent / "golden" / "hosts"
-TDX = probe.parse((GOLDEN / "tdx-host.probe").read_text())
-LVM = probe.parse((GOLDEN / "intel-no-tdx.probe").read_text())
+TDX = probe_parse.parse((GOLDEN / "tdx-host.probe").read_text())
+LVM = probe_parse.parse((GOLDEN / "intel-no-tdx.probe").read_text())
 TARGET = HostTarget(name="tdx-1", ssh="root@tdx-1", boot_timeout_s=300)
 KERNEL_ID = "5e1f6a0c9d2b47e8a3f1c0b9d8e7f6a5b4c3d2e1"
 
 
-def host_probe(host: FakeHost, base: probe.HostProbe = TDX) -> probe.HostProbe:
+def host_probe(host: FakeHost, base: probe_state.HostProbe = TDX) -> probe_state.HostProbe:
     """The golden probe, as of the fake host's current boot."""
     return dataclasses.replace(base, boot_id=host.boot_id, systemd=host.systemd)
 
@@ -61,7 +62,7 @@ def od(data: bytes) -> str:
 
 
 def test_cmdline_keeps_the_hosts_and_adds_the_labs() -> None:
-    line = deploy.kexec_cmdline(
+    line = cmdline.kexec_cmdline(
         TDX.cmdline, ["kvm_intel.tdx=1", "loglevel=5"], run_id="20260930-100000-01111"
     )
     assert line == (
@@ -75,7 +76,7 @@ def test_cmdline_root_rewrite_quotes_init_args_and_overrides() -> None:
         "BOOT_IMAGE=(hd0,gpt2)/vmlinuz initrd=\\initrd.img root=LABEL=root ro panic=0 "
         'dyndbg="file kvm_main.c +p" gmemlab.run=old-run -- single'
     )
-    line = deploy.kexec_cmdline(
+    line = cmdline.kexec_cmdline(
         host, ["panic=-1", "console=ttyS1,115200n8"], root="PARTUUID=abc", run_id=None
     )
     assert line == (
@@ -87,25 +88,25 @@ def test_cmdline_root_rewrite_quotes_init_args_and_overrides() -> None:
 @pytest.mark.parametrize("bad", ["a b", 'x="y"', ""])
 def test_cmdline_refuses_words_that_are_not_one_word(bad: str) -> None:
     with pytest.raises(UserError, match="kernel parameter"):
-        deploy.kexec_cmdline("ro", [bad])
+        cmdline.kexec_cmdline("ro", [bad])
 
 
 def test_split_cmdline_respects_double_quotes() -> None:
-    assert deploy.split_cmdline(' a  b="c d" e\n') == ["a", 'b="c d"', "e"]
+    assert cmdline.split_cmdline(' a  b="c d" e\n') == ["a", 'b="c d"', "e"]
 
 
 def test_root_for() -> None:
-    assert deploy.root_for(TDX, TARGET) == "PARTUUID=9e3c1b2a-04d7-4f5e-8b6a-1c2d3e4f5a6b"
+    assert cmdline.root_for(TDX, TARGET) == "PARTUUID=9e3c1b2a-04d7-4f5e-8b6a-1c2d3e4f5a6b"
     nvme = dataclasses.replace(TDX, cmdline="root=/dev/nvme0n1p2 ro")
-    assert deploy.root_for(nvme, TARGET) is None
+    assert cmdline.root_for(nvme, TARGET) is None
     with pytest.raises(UserError, match=r"set hosts\.kvm-7\.initrd: host"):
-        deploy.root_for(LVM, dataclasses.replace(TARGET, name="kvm-7"))
+        cmdline.root_for(LVM, dataclasses.replace(TARGET, name="kvm-7"))
     host_initrd = dataclasses.replace(TARGET, initrd="host")
-    assert deploy.root_for(LVM, host_initrd) is None
-    assert deploy.initrd_for(LVM, host_initrd) == "/boot/initrd.img-7.3.4-1-amd64"
-    assert deploy.initrd_for(LVM, TARGET) is None
+    assert cmdline.root_for(LVM, host_initrd) is None
+    assert cmdline.initrd_for(LVM, host_initrd) == "/boot/initrd.img-7.3.4-1-amd64"
+    assert cmdline.initrd_for(LVM, TARGET) is None
     with pytest.raises(UserError, match="no initramfs"):
-        deploy.initrd_for(dataclasses.replace(LVM, initrd=None), host_initrd)
+        cmdline.initrd_for(dataclasses.replace(LVM, initrd=None), host_initrd)
 
 
 # --- build id and verification -----------------------------------------------------------
@@ -155,7 +156,7 @@ def boot(
         under_test or kernel(tmp),
         params=["kvm_intel.tdx=1"],
         run_id="run-1",
-        clock=deploy.Clock(clock.now, clock.sleep),
+        clock=wait.Clock(clock.now, clock.sleep),
     )
 
 
@@ -220,7 +221,7 @@ def test_a_hung_kernel_is_a_crash_with_the_console(tmp_path: Path) -> None:
         target,
         kernel(tmp_path),
         console_log=log,
-        clock=deploy.Clock(clock.now, clock.sleep),
+        clock=wait.Clock(clock.now, clock.sleep),
     )
     assert time.monotonic() - start < 10  # the console command was stopped
     assert new is None
@@ -270,12 +271,12 @@ def test_old_kernel_still_answering_is_waited_out() -> None:
         return next(sessions, None) or host.connect(deadline)
 
     start = clock.now()
-    back = deploy.wait_for_boot(
+    back = wait.wait_for_boot(
         connect,
         old_boot_id="boot-1",
         deadline_s=300,
         poll_s=5,
-        clock=deploy.Clock(clock.now, clock.sleep),
+        clock=wait.Clock(clock.now, clock.sleep),
     )
     assert back is not None and back[1:] == ("boot-2", TEST_VERSION)
     assert old.closed and clock.now() - start == 20.0
@@ -296,8 +297,8 @@ def test_switch_without_systemd_detaches_the_jump(tmp_path: Path) -> None:
     p = dataclasses.replace(
         TDX, systemd=False, kexec=dataclasses.replace(TDX.kexec, binary=str(fake_kexec))
     )
-    argv = deploy.switch_argv(p)
-    assert argv[:3] == ["sh", "-c", deploy._DETACHED] and argv[-1] == str(fake_kexec)
+    argv = cmdline.switch_argv(p)
+    assert argv[:3] == ["sh", "-c", cmdline._DETACHED] and argv[-1] == str(fake_kexec)
     start = time.monotonic()
     ran = LocalShell().run(argv, timeout_s=10)
     assert ran.ok and time.monotonic() - start < 1.5 and not marker.exists()
@@ -313,14 +314,14 @@ def test_switch_without_systemd_detaches_the_jump(tmp_path: Path) -> None:
 
 def restore(
     host: FakeHost, clock: FakeClock, shell: object, target: HostTarget = TARGET
-) -> deploy.Restored:
-    return deploy.restore(
+) -> host_restore.Restored:
+    return host_restore.restore(
         shell,  # type: ignore[arg-type]
         host.connect,
         target,
         systemd=True,
         test_version=TEST_VERSION,
-        clock=deploy.Clock(clock.now, clock.sleep),
+        clock=wait.Clock(clock.now, clock.sleep),
         run_local=host.reset,
     )
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InfraError, UserError
-from harness.hosts import probe
+from harness.hosts import capabilities, probe, probe_parse, probe_state
 from harness.remote import Ran
 from tests.unit.hostfakes import CannedShell
 
 GOLDEN = Path(__file__).parent / "golden" / "hosts"
 
 
-def load(name: str) -> probe.HostProbe:
-    return probe.parse((GOLDEN / f"{name}.probe").read_text())
+def load(name: str) -> probe_state.HostProbe:
+    return probe_parse.parse((GOLDEN / f"{name}.probe").read_text())
 
 
 def text(name: str) -> str:
@@ -102,7 +102,7 @@ def test_snp_host() -> None:
 def test_snp_disabled_by_kvm_amd_is_named() -> None:
     t = text("amd-snp-host")
     t = t.replace("sev_snp=Y", "sev_snp=N").replace("SEV-SNP enabled", "SEV-SNP disabled")
-    p = probe.parse(t)
+    p = probe_parse.parse(t)
     assert p.capability("snp") == (False, "kvm_amd: SEV-SNP disabled")
     assert p.platform("snp") == (True, "CPU flag sev_snp")
 
@@ -148,19 +148,19 @@ def test_tdx_failures_give_the_kernel_reason(dmesg: str, module: str, reason: st
     t = head + "@@ dmesg\n" + dmesg + "@@ meminfo\n" + tail
     t = t.replace("kvm_intel/parameters/tdx=Y", "kvm_intel/parameters/tdx=N")
     t = t.replace("tdx_host_platform ", "").replace("version=1.5.08", "").replace("\n35\n", "\n3\n")
-    p = probe.parse(t)
+    p = probe_parse.parse(t)
     assert p.tdx.module == module
     assert p.capability("tdx") == (False, reason)
 
 
 def test_module_not_loaded_is_a_platform_problem_hibernation_is_not() -> None:
     t = text("tdx-host").replace("virt/tdx: TDX-Module initialized", "virt/tdx: module not loaded")
-    assert probe.parse(t).platform("tdx")[0] is False
+    assert probe_parse.parse(t).platform("tdx")[0] is False
     t = text("tdx-host").replace(
         "virt/tdx: TDX-Module initialized",
         "virt/tdx: initialization failed: Hibernation support is enabled",
     )
-    assert probe.parse(t).platform("tdx")[0] is True
+    assert probe_parse.parse(t).platform("tdx")[0] is True
 
 
 def test_kernel_without_tdx_host_support() -> None:
@@ -168,7 +168,7 @@ def test_kernel_without_tdx_host_support() -> None:
         "CONFIG_INTEL_TDX_HOST=y", "# CONFIG_INTEL_TDX_HOST is not set"
     )
     t = t.replace("[    9.873112] kvm_intel: tdx: no TDX private KeyIDs available\n", "")
-    p = probe.parse(t)
+    p = probe_parse.parse(t)
     assert p.capability("tdx") == (
         False,
         "the running kernel 7.3.4-1-amd64 is built without CONFIG_INTEL_TDX_HOST",
@@ -178,14 +178,14 @@ def test_kernel_without_tdx_host_support() -> None:
 def test_unreadable_dmesg_is_said() -> None:
     t = text("intel-no-tdx").replace("@@ dmesg\n[    9.873112] kvm_intel: tdx: no TDX", "@@ x\n")
     t = t.replace("@@ x\n private KeyIDs available\n", "@@ dmesg_unreadable\n")
-    p = probe.parse(t)
+    p = probe_parse.parse(t)
     assert not p.dmesg_readable
     ok, reason = p.capability("tdx")
     assert not ok and reason.endswith("(dmesg was not readable: connect as root)")
 
 
 def test_tdx_param_on_but_vm_type_missing() -> None:
-    p = probe.parse(text("tdx-host").replace("\n35\n", "\n3\n"))
+    p = probe_parse.parse(text("tdx-host").replace("\n35\n", "\n3\n"))
     assert p.capability("tdx") == (
         False,
         "kvm_intel.tdx=Y but KVM_CAP_VM_TYPES lacks KVM_X86_TDX_VM",
@@ -206,7 +206,7 @@ def test_tdx_param_on_but_vm_type_missing() -> None:
     ],
 )
 def test_vm_types_unknown_is_said(line: str, types: int | None, note: str) -> None:
-    p = probe.parse(text("tdx-host").replace("@@ vm_types\n35\n", f"@@ vm_types\n{line}\n"))
+    p = probe_parse.parse(text("tdx-host").replace("@@ vm_types\n35\n", f"@@ vm_types\n{line}\n"))
     assert (p.vm_types, p.vm_types_note) == (types, note)
     if types is None:
         # Unknown VM types never hide a TDX that kvm_intel reports as enabled.
@@ -222,7 +222,7 @@ def test_vm_types_unknown_is_said(line: str, types: int | None, note: str) -> No
     ],
 )
 def test_kexec_blockers(change: tuple[str, str], reason: str) -> None:
-    p = probe.parse(text("intel-no-tdx").replace(*change))
+    p = probe_parse.parse(text("intel-no-tdx").replace(*change))
     ok, why = p.capability("kexec")
     assert not ok and reason in why
 
@@ -259,9 +259,9 @@ def test_run_parses_and_failure_is_infra() -> None:
 def test_script_runs_here_and_parses() -> None:
     """The real script on this machine: every section present, nothing raises."""
     out = subprocess.run(probe.command(), capture_output=True, text=True, timeout=60, check=True)
-    p = probe.parse(out.stdout)
+    p = probe_parse.parse(out.stdout)
     assert {"hostname", "boot_id", "cpu", "kvm", "meminfo", "end"} <= p.sections
     assert p.boot_id and p.release and p.proc_version.startswith("Linux version")
-    for name in probe.CAPABILITIES:
+    for name in capabilities.CAPABILITIES:
         ok, reason = p.capability(name)
         assert isinstance(ok, bool) and reason

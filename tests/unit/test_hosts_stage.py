@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InfraError, UserError
-from harness.hosts import deploy
+from harness.hosts import deploy, wait
 from harness.hosts.lock import HostBusy, HostLock
 from harness.hosts.stage import HostSession
 from harness.hosts.target import HostTarget
@@ -50,7 +50,7 @@ def session(
         run_dir=tmp / "results" / "cell",
         connect=host.connect,
         lock=lock,
-        clock=deploy.Clock(clock.now, clock.sleep),
+        clock=wait.Clock(clock.now, clock.sleep),
         run_local=host.reset,
     )
 

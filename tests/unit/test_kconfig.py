@@ -9,7 +9,8 @@ import pytest
 
 from harness import arch, kconfig, kconfig_tree
 from harness.errors import UserError
-from harness.source import SourceTree, from_path
+from harness.source import SourceTree
+from harness.source.path import from_path
 from tests.unit.fake_kernel import LAB_FRAGMENT, make_tree
 
 

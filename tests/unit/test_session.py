@@ -11,6 +11,7 @@ import pytest
 
 from harness import session
 from harness.errors import InfraError
+from harness.remote import Endpoint
 
 
 class FakeChannel:
@@ -79,7 +80,9 @@ def fake_remote(monkeypatch: pytest.MonkeyPatch, transport: FakeTransport) -> No
     monkeypatch.setattr(session, "Remote", Remote)
 
 
-EP = session.endpoint("127.0.0.1", 40022, "root", Path("/k"), "ssh-ed25519 AAAA")
+EP = Endpoint(
+    host="127.0.0.1", port=40022, user="root", key_file=Path("/k"), host_key_line="ssh-ed25519 AAAA"
+)
 
 
 def test_output_streams_and_status_passes_on(

@@ -23,7 +23,7 @@ def lab_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_clean_git_tree(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "linux", git=True)
-    st = source.from_path("dev", tree)
+    st = source.path.from_path("dev", tree)
     assert st.kind == "path"
     assert not st.dirty and st.diff_sha256 is None
     assert len(st.commit) == 40
@@ -33,34 +33,34 @@ def test_clean_git_tree(tmp_path: Path) -> None:
 
 def test_dirty_tree_is_recorded_with_diff_hash(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "linux", git=True)
-    clean = source.from_path("dev", tree)
+    clean = source.path.from_path("dev", tree)
     (tree / "virt/kvm/guest_memfd.c").write_text("/* edited */\n")
-    dirty = source.from_path("dev", tree)
+    dirty = source.path.from_path("dev", tree)
     assert dirty.dirty and dirty.commit == clean.commit
     assert dirty.diff_sha256 is not None and dirty.identity != clean.identity
     assert dirty.describe.endswith("-dirty")
     (tree / "virt/kvm/guest_memfd.c").write_text("/* edited again */\n")
-    assert source.from_path("dev", tree).diff_sha256 != dirty.diff_sha256
+    assert source.path.from_path("dev", tree).diff_sha256 != dirty.diff_sha256
 
 
 def test_untracked_file_makes_tree_dirty(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "linux", git=True)
     (tree / "virt/kvm/new.c").write_text("int y;\n")
-    assert source.from_path("dev", tree).dirty
+    assert source.path.from_path("dev", tree).dirty
 
 
 def test_non_git_tree_is_identified_by_content(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "linux")
-    first = source.from_path("dev", tree)
+    first = source.path.from_path("dev", tree)
     assert first.commit.startswith("tree-")
     (tree / "virt/kvm/guest_memfd.c").write_text("/* a longer edit */\n")
-    assert source.from_path("dev", tree).commit != first.commit
+    assert source.path.from_path("dev", tree).commit != first.commit
 
 
 def test_not_a_kernel_tree(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a kernel source tree"):
-        source.from_path("x", tmp_path / "empty")
+        source.path.from_path("x", tmp_path / "empty")
 
 
 def test_prepare_source_accepts_a_path_and_rejects_unknown_names(tmp_path: Path) -> None:
@@ -113,7 +113,7 @@ def test_unknown_ref_is_user_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    # Plain http:// is refused at load (config.GitUrl); https to a closed port stands in.
+    # Plain http:// is refused at load (config.checks.GitUrl); https to a closed port stands in.
     "url",
     ["https://127.0.0.1:9/linux.git", "https://github.invalid/x/linux.git"],
 )
@@ -134,8 +134,8 @@ def test_unreachable_url_fails_fast_naming_offline_alternatives(tmp_path: Path, 
 def test_apt_options_keep_everything_under_the_cache(tmp_path: Path) -> None:
     spec = config.DebSource(package="linux-source-7.3", suite="trixie-backports")
     base = tmp_path / "apt"
-    source._write_apt_config(base, spec, "http://mirror.example/debian")
-    opts = source.apt_options(base)
+    source.deb._write_apt_config(base, spec, "http://mirror.example/debian")
+    opts = source.deb.apt_options(base)
     values = [o for o in opts if o != "-o"]
     paths = [v.split("=", 1)[1] for v in values if "=" in v and v.split("=", 1)[1].startswith("/")]
     assert paths and all(p.startswith(str(base)) for p in paths)
@@ -171,19 +171,19 @@ def test_unpack_deb_once(tmp_path: Path) -> None:
     deb = tmp_path / "linux-source-9.9_9.9-1_all.deb"
     subprocess.run(["dpkg-deb", "-b", "-Zxz", str(pkg), str(deb)], check=True, capture_output=True)
     dest = tmp_path / "trees" / "linux-source-9.9_9.9-1"
-    unpacked = source._unpack_deb(deb, dest)
+    unpacked = source.deb._unpack_deb(deb, dest)
     assert unpacked == dest / "linux-source-9.9"
     assert (unpacked / "Makefile").is_file()
     # Second call: the marker answers, nothing is unpacked again.
     (unpacked / "marker").write_text("kept")
-    assert source._unpack_deb(deb, dest) == unpacked
+    assert source.deb._unpack_deb(deb, dest) == unpacked
     assert (unpacked / "marker").read_text() == "kept"
 
 
 def test_missing_keyring_is_user_error() -> None:
     spec = config.DebSource(package="p", suite="s", keyring="/nonexistent.gpg")
     with pytest.raises(UserError, match="debian-archive-keyring"):
-        source.from_deb("mainline", spec)
+        source.deb.from_deb("mainline", spec)
 
 
 @pytest.fixture
@@ -205,9 +205,9 @@ def test_deb_mirror_defaults_to_the_hosts_own(
     def stop(argv: list[object], **kwargs: object) -> None:
         raise RuntimeError("stop before apt-get runs")
 
-    monkeypatch.setattr(source, "run_logged", stop)
+    monkeypatch.setattr(source.deb, "run_logged", stop)
     with pytest.raises(RuntimeError, match="stop before"):
-        source.from_deb("mainline", spec)
+        source.deb.from_deb("mainline", spec)
     lists = sorted((tmp_path / "cache").rglob("sources.list"))
     assert [p.read_text() for p in lists] == [
         f"deb [signed-by={spec.keyring}] http://local.example/debian trixie-backports main\n"
@@ -223,7 +223,7 @@ def test_no_host_mirror_is_a_user_error_before_apt_runs(
 
     monkeypatch.setattr(aptsources, "host_mirror", none_found)
     with pytest.raises(UserError, match=r"deb\.mirror"):
-        source.from_deb("mainline", no_mirror)
+        source.deb.from_deb("mainline", no_mirror)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +238,7 @@ def test_no_host_mirror_is_a_user_error_before_apt_runs(
 def test_sources_line_refuses_a_mirror_that_would_add_fields(mirror: str) -> None:
     spec = config.DebSource(package="p", suite="s", mirror="http://ok.example/debian")
     with pytest.raises(UserError, match="not a plain"):
-        source.sources_line(spec, mirror)
+        source.deb.sources_line(spec, mirror)
 
 
 def test_git_calls_end_options_before_url_and_ref(
@@ -261,3 +261,8 @@ def test_git_calls_end_options_before_url_and_ref(
     assert {argv[argv.index("--") - 1] for argv in with_url} >= {"ls-remote", "--force"}
     for argv in with_url:
         assert argv.index("--") < argv.index(upstream.as_uri()), argv
+
+
+def test_every_lab_yaml_kind_has_a_preparer() -> None:
+    # A kind added to lab.yaml's schema without a module here would be a KeyError at run.
+    assert set(source.KINDS) == set(config.KernelSource.KINDS)
