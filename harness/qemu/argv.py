@@ -41,6 +41,17 @@ class Launch:
     ssh_port: int
     cmdline: tuple[str, ...]
     initrd: Path | None = None
+    # The guest may reach the network (a suite asks for it): user networking without
+    # restrict=on. Off, the guest reaches nothing but its SSH forward: not the host's
+    # loopback services through the user network's gateway, not the outside.
+    network: bool = False
+
+
+def opt_value(path: Path | str) -> str:
+    """A path as one value inside a QEMU option string (`file=...,format=...`): QEMU
+    splits those at commas and reads ",," as a comma, so a comma in a path is doubled
+    (else `/results/a,b` would end the value and inject an option)."""
+    return str(path).replace(",", ",,")
 
 
 def kernel_cmdline(spec: VmSpec, extra: Sequence[str] = ()) -> list[str]:
@@ -71,6 +82,12 @@ def smp_numa_args(memory_mib: int, cpus: int, nodes: int) -> list[str]:
     return args
 
 
+def netdev(launch: Launch) -> str:
+    """User networking with the SSH forward; restricted unless the guest needs the net."""
+    restrict = "" if launch.network else ",restrict=on"
+    return f"user,id=net0{restrict},hostfwd=tcp:{SSH_HOST}:{launch.ssh_port}-:22"
+
+
 def qemu_argv(launch: Launch) -> list[str]:
     vm = launch.vm
     argv = [
@@ -83,15 +100,16 @@ def qemu_argv(launch: Launch) -> list[str]:
         "-kernel", str(launch.bzimage),
         "-append", " ".join(launch.cmdline),
         # The overlay is thrown away after the boot: no need to flush it to disk.
-        "-drive", f"file={launch.disk},format=qcow2,if=virtio,cache=unsafe,discard=unmap",
-        "-netdev", f"user,id=net0,hostfwd=tcp:{SSH_HOST}:{launch.ssh_port}-:22",
+        "-drive",
+        f"file={opt_value(launch.disk)},format=qcow2,if=virtio,cache=unsafe,discard=unmap",
+        "-netdev", netdev(launch),
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",
         # The console file is written from QEMU's first instant; it is the source of
         # truth when SSH is gone.
-        "-chardev", f"file,id=console,path={launch.console}",
+        "-chardev", f"file,id=console,path={opt_value(launch.console)}",
         "-serial", "chardev:console",
-        "-qmp", f"unix:{launch.qmp_socket},server=on,wait=off",
+        "-qmp", f"unix:{opt_value(launch.qmp_socket)},server=on,wait=off",
     ]  # fmt: skip
     if launch.initrd is not None:
         argv += ["-initrd", str(launch.initrd)]
