@@ -62,14 +62,26 @@ def do_build(
         cr.rec.environment(kernel=kernel, config=config, target=target)
 
 
-def do_boot(cr: CellRun, lab: LabConfig, bzimage: Path, stack: contextlib.ExitStack) -> None:
+def do_boot(
+    cr: CellRun,
+    lab: LabConfig,
+    bzimage: Path,
+    stack: contextlib.ExitStack,
+    network: bool = False,
+) -> None:
     with cr.stage("image") as entry:
         img = image.ensure_image(lab)
         entry["note"] = f"({img.recipe_hash[:12]})"
     cr.rec.account("image-build", img.build_seconds)
+
+    def retrying(why: str) -> None:
+        cr.progress.say(f"[boot] {why}: QEMU failed, not the kernel: booting once more")
+
     with cr.stage("boot") as entry:
         machine = stack.enter_context(
-            qemu_boot.boot(lab, bzimage, img, cr.rec.cell_dir, tether=True)
+            qemu_boot.boot(
+                lab, bzimage, img, cr.rec.cell_dir, tether=True, network=network, on_retry=retrying
+            )
         )
         cr.target = machine
         entry["note"] = f"({machine.summary()})"

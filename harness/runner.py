@@ -108,7 +108,8 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     try:
         with contextlib.ExitStack() as stack:
             do_build(cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target)
-            do_boot(cr, lab, _bzimage(cr, req), stack)
+            network = any(spec.network for spec in chosen.values())
+            do_boot(cr, lab, _bzimage(cr, req), stack, network)
             do_connect(cr, lab, stack, chosen)
             complete = do_suites(cr, chosen)
             if not complete:

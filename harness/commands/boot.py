@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--append", action="append", default=[], help="extra kernel parameter")
     parser.add_argument("--detach", action="store_true", help="leave the VM running")
+    parser.add_argument(
+        "--network",
+        action="store_true",
+        help="let the guest reach the network (default: only its SSH forward, restrict=on)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds for CMD")
     parser.add_argument("--run-dir", type=Path, help="where console.log etc. go")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD...: run CMD and exit")
@@ -93,6 +98,8 @@ def _run(args: argparse.Namespace, lab: LabConfig) -> int:
         initrd=args.initrd,
         # With a command, nested facts are read after it (off the critical path).
         probe_nested=not cmd,
+        network=args.network,
+        on_retry=lambda why: say(f"{why}: QEMU failed, not the kernel: booting once more"),
     )
     if not cmd:
         say(describe(machine))

@@ -127,6 +127,8 @@ class MachineInfo:
     guest_cpu: str
     nested_detail: str
     qemu_pid: int
+    # Why an earlier attempt failed when QEMU itself failed during boot (retried once).
+    boot_retries: tuple[str, ...] = ()
 
 
 class Machine:
@@ -158,6 +160,10 @@ class Machine:
         self.nested = False
         self.nested_info = nested.NOT_PROBED
         self.known_hosts = run_dir / KNOWN_HOSTS
+        # The throwaway disk (unlinked once QEMU holds it open; see boot.new_overlay).
+        self.overlay = launch.disk
+        # Why earlier boot attempts failed, when QEMU itself failed (boot retries once).
+        self.retries: tuple[str, ...] = ()
         self._stopped = False
 
     # The remote layer's view: where to connect and whom to trust.
@@ -194,6 +200,8 @@ class Machine:
         if state == "running":
             return None
         hint = _STATE_HINTS.get(state, "the guest is not running")
+        if state == "io-error":
+            hint += f" (the overlay is in {self.overlay.parent}: df -h there)"
         return f"QEMU stopped the guest: status {state}: {hint}"
 
     def console_text(self) -> str:
@@ -255,13 +263,17 @@ class Machine:
             guest_cpu=n.guest_cpu,
             nested_detail=n.detail,
             qemu_pid=self.proc.pid,
+            boot_retries=self.retries,
         )
 
     def endpoint(self) -> Endpoint:
         return ssh_endpoint(self)
 
     def summary(self) -> str:
-        return f"{self.accel}, nested={self.nested}, boot {self.boot_seconds:.1f}s"
+        text = f"{self.accel}, nested={self.nested}, boot {self.boot_seconds:.1f}s"
+        if self.retries:
+            text += f"; booted again after: {'; '.join(self.retries)}"
+        return text
 
     def environment(self) -> dict[str, object]:
         return {
@@ -271,7 +283,12 @@ class Machine:
             "nested": f"{self.nested} ({self.nested_info.detail})",
             "boot_seconds": round(self.boot_seconds, 2),
             "image": str(self.image.base_qcow2),
-        }
+        } | (
+            # An infrastructure failure the lab retried: visible, never a kernel verdict.
+            {"boot_retried": f"{'; '.join(self.retries)} (console-attempt1.log)"}
+            if self.retries
+            else {}
+        )
 
     def ssh_command(self) -> list[str]:
         """An OpenSSH command line that reaches this VM with the pinned key (for people)."""
