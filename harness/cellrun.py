@@ -62,10 +62,9 @@ class CellRun:
         assert t is not None
         state: str | None = None
         with contextlib.suppress(Exception):
-            state = t.health()
-            if state is None and t.alive():
+            if t.health() is None and t.alive():
                 t.wait_exit(10)
-                state = t.health()
+            state = t.health()
         found = t.crash() or []
         if found:
             self.lost_reason = f"kernel crash: {found[0].describe()}"

@@ -44,9 +44,11 @@ def mark_not_run(cr: CellRun, chosen: dict[str, SuiteSpec], reason: str) -> None
     for name, spec in chosen.items():
         if name in rec.record.suites:
             continue
+        started = f"suite:{name}" in rec.record.stages
         with contextlib.suppress(LabError):
             if not any(r.suite == name for r in rec.record.results):
-                rec.add(TestResult(name, "(suite)", Outcome.MISSING, f"not run: {reason}"))
+                why = f"did not finish: {reason}" if started else f"not run: {reason}"
+                rec.add(TestResult(name, "(suite)", Outcome.MISSING, why))
                 rec.suite_done(name, kind=spec.kind, seconds=0.0)
             else:
                 rec.suite_done(name, kind=spec.kind, note=f"cut short: {reason}")

@@ -99,7 +99,7 @@ def boot(
     run_dir.mkdir(parents=True, exist_ok=True)
     discard_overlay(run_dir)  # an overlay a lab before this one left in the run folder
     chosen = accel_mod.choose(spec.accel, lambda: accel_mod.cached_probe(spec.qemu, bzimage))
-    cmdline = tuple(kernel_cmdline(spec, extra_cmdline))
+    cmdline = tuple(kernel_cmdline(spec, extra_cmdline, chosen.name))
     retried: list[str] = []
     ports_taken = 0
     while True:
