@@ -310,6 +310,20 @@ def _first_bad(output: str, tree: Path) -> tuple[str | None, list[str]]:
     return None, []
 
 
+def _new_folder(root: Path, name: str) -> Path:
+    """root/name, or root/name-2, -3 ...: two bisections started in the same second
+    (a script, a test) must not share a folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = root / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(root / name)
+
+
 def run_bisect(lab: LabConfig, req: BisectRequest, progress: Progress | None = None) -> int:
     p = progress or Progress()
     selection.narrow(lab, req.test, only=True)  # a bad --test fails before any work
@@ -330,8 +344,7 @@ def run_bisect(lab: LabConfig, req: BisectRequest, progress: Progress | None = N
     count = int(git("-C", str(repo), "rev-list", "--count", f"{good}..{bad}"))
     tree = worktree(repo, (req.worktree or default_worktree(repo)).resolve(), bad)
     label = names.slug(Path(req.kernel).name or req.kernel)
-    folder = req.results_root / f"bisect-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    folder.mkdir(parents=True, exist_ok=False)
+    folder = _new_folder(req.results_root, f"bisect-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     p.say(
         f"[bisect] {count} commits after {good[:12]} up to {bad[:12]} in {repo}; worktree "
         f"{tree}; each step runs {req.test} -> {folder}"

@@ -8,9 +8,10 @@ shared build cache, with test-only `command` suites, and asserts:
     10 s with what it collected; a paused VM: detected within 30 s),
   - that no QEMU process, no disk overlay and no lock is left behind, and no traceback.
 
-Slow (a TCG boot each, about 15 s on 2 cores when idle): `make faults`. Run one test
-at a time on a shared machine; nothing here starts a kernel build (`lab build` finds
-the cached one in seconds, or the test is skipped).
+Slow (a TCG boot each, about 15 s on 2 cores when idle; all of them about 6 minutes):
+`make faults`; the ones marked faults_core also run in `make check`. Run one test at a
+time on a shared machine; nothing here starts a kernel build (`lab build` finds the
+cached one in seconds, or the test is skipped).
 """
 
 from __future__ import annotations
@@ -350,7 +351,11 @@ def test_broken_init_fails_the_boot_fast_and_lists_every_suite(tmp: Path, manife
 # --- interrupts -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signum",
+    [pytest.param(signal.SIGTERM, marks=pytest.mark.faults_core), signal.SIGINT],
+    ids=["SIGTERM", "SIGINT"],
+)
 def test_interrupt_mid_suite_exits_within_10s_with_the_results(
     tmp: Path, manifest: Path, signum: signal.Signals
 ) -> None:
@@ -396,6 +401,7 @@ def test_ctrl_c_during_the_guest_suite_keeps_its_progress(tmp: Path, manifest: P
 # --- a guest that stops answering without dying ----------------------------------------
 
 
+@pytest.mark.faults_core
 def test_paused_vm_is_detected_within_30s(tmp: Path, manifest: Path) -> None:
     run = start_sleepy(tmp, manifest)
     sock = run.cell_dir() / "qmp.sock"
@@ -474,6 +480,7 @@ def test_full_overlay_disk_pauses_the_guest_and_is_detected(tmp: Path, manifest:
     print(f"io-error: lab exited {reacted:.1f}s after the overlay's disk filled")
 
 
+@pytest.mark.faults_core
 def test_full_results_disk_ends_with_a_reason_and_an_agreeing_summary(
     tmp: Path, manifest: Path
 ) -> None:
@@ -524,6 +531,7 @@ exec qemu-system-x86_64 "$@"
 """
 
 
+@pytest.mark.faults_core
 def test_qemu_abort_during_boot_is_retried_once_and_reported(tmp: Path, manifest: Path) -> None:
     wrapper = tmp / "qemu-abort-once"
     wrapper.write_text(ABORT_ONCE.replace("{flag}", str(tmp / "aborted")))
@@ -602,7 +610,7 @@ PROBE = (
 )
 
 
-@pytest.mark.parametrize("network", [False, True])
+@pytest.mark.parametrize("network", [False, True], ids=["restricted", "network"])
 def test_guest_reaches_host_loopback_only_when_a_suite_asks(
     tmp: Path, manifest: Path, network: bool
 ) -> None:
