@@ -10,7 +10,10 @@ KERNEL ?=
 CONFIG ?=
 SUITES ?=
 MATRIX ?= nightly
-LAB_ARGS := $(if $(KERNEL),--kernel $(KERNEL)) $(if $(CONFIG),--config $(CONFIG))
+# KERNEL may be a path with spaces, commas or quotes: the recipes read it (and CONFIG,
+# SUITES) from their environment and quote it, so make never splits or re-parses it.
+export KERNEL CONFIG SUITES
+LAB_ARGS := $${KERNEL:+--kernel "$$KERNEL"} $${CONFIG:+--config "$$CONFIG"}
 DEPS_STAMP := .deps-installed
 
 .PHONY: help venv deps lab-test check lint ci-lint unit guest-host integration scenarios faults faults-core build image boot nightly bench clean
@@ -38,7 +41,7 @@ $(DEPS_STAMP): ci/deps.sh ci/apt-mirror.sh
 deps: $(DEPS_STAMP)
 
 lab-test: $(DEPS_STAMP) venv
-	$(LAB) run $(LAB_ARGS) $(if $(SUITES),--suites $(SUITES))
+	$(LAB) run $(LAB_ARGS) $${SUITES:+--suites "$$SUITES"}
 
 build: $(DEPS_STAMP) venv
 	$(LAB) build $(LAB_ARGS)

@@ -8,7 +8,10 @@ set -uo pipefail
 manifest=$("$LAB" ci unpack-build "build/$GMEMLAB_BUILD_KEY") || exit $?
 results="results/$GMEMLAB_CELL"
 code=0
-"$LAB" run --manifest "$manifest" --suites "$GMEMLAB_SUITES" --results "$results" || code=$?
+# GMEMLAB_TARGET: qemu, or a host from lab.yaml's hosts: (the runner must reach it
+# through its own SSH config).
+"$LAB" run --manifest "$manifest" --suites "$GMEMLAB_SUITES" --target "${GMEMLAB_TARGET:-qemu}" \
+    --results "$results" || code=$?
 rm -f "$results/latest"
 for run in "$results"/*/; do
     run=${run%/}

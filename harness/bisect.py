@@ -7,12 +7,13 @@ K is a git checkout (a path, or a lab.yaml `path:` kernel) or a lab.yaml `git:` 
 bisection never touches the user's checkout: it runs in a separate worktree of the
 repository (default under $LAB_CACHE/bisect/trees/, kept afterwards so the next
 bisection of the same repository builds incrementally; --worktree chooses it), with
-its own bisect state (refs/bisect is per worktree).
+its own bisect state (refs/bisect is per worktree; the git plumbing:
+harness/bisect_git.py).
 
-Each step (`lab bisect --step`, run by git in the worktree) is one `lab run` of the
-worktree at the commit git checked out, with only the chosen suite (narrowed to the one
-test when given; harness/selection.py), kept in the bisection's folder and recorded in
-the history. Its exit code tells git:
+Each step (`lab bisect --step`, run by git in the worktree; harness/bisect_step.py) is
+one `lab run` of the worktree at the commit git checked out, with only the chosen suite
+(narrowed to the one test when given; harness/selection.py), kept in the bisection's
+folder and recorded in the history. Its exit code tells git:
       0  good: the test passed (or skipped)
       1  bad: the test failed or crashed
     125  skip: the commit does not build, or the run hit an infrastructure problem
@@ -33,234 +34,17 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import names, runner, selection
-from harness.config import GIT_SCHEMES, GitSource, LabConfig
+from harness import names, selection
+from harness.bisect_git import default_worktree, git, git_env, git_ok, repository, resolve, worktree
+from harness.bisect_step import Step, load_steps
+from harness.config import LabConfig
 from harness.errors import InfraError, UserError
-from harness.paths import REPO_ROOT, cache_dir
+from harness.paths import REPO_ROOT, new_folder
 from harness.progress import Progress
-from harness.results import EXIT_INFRA, EXIT_OK, EXIT_TEST_FAILED, load_summary
-
-EXIT_GOOD = 0
-EXIT_BAD = 1
-EXIT_SKIP = 125
-# git bisect run stops on an exit code of 128 or more: a step that was interrupted.
-EXIT_STOP = 130
-STEPS = "steps.jsonl"
-
-
-def git_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ALLOW_PROTOCOL": ":".join(GIT_SCHEMES),
-        "LC_ALL": "C",
-    }
-
-
-def git_ok(*args: str) -> bool:
-    return (
-        subprocess.run(["git", *args], env=git_env(), capture_output=True, check=False).returncode
-        == 0
-    )
-
-
-def git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=git_env(), capture_output=True, text=True, check=False
-    )
-    if check and done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise subprocess.CalledProcessError(
-            done.returncode, ["git", *args], done.stdout, detail[-1] if detail else ""
-        )
-    return done.stdout.strip()
-
-
-# --- the repository and the worktree ------------------------------------------------
-
-
-def repository(lab: LabConfig, kernel: str) -> Path:
-    """The git repository to bisect in for --kernel (a checkout's top, or a bare repo)."""
-    spec = lab.kernels.get(kernel)
-    if spec is not None and spec.git is not None:
-        return fetch_history(kernel, spec.git)
-    if spec is not None and spec.deb is not None:
-        raise UserError(
-            f"kernel {kernel!r} is a Debian source package: it has no commits to bisect",
-            "bisect a git checkout: --kernel /path/to/linux (or a lab.yaml git: kernel)",
-        )
-    if spec is not None and spec.path is not None:
-        path = spec.path if spec.path.is_absolute() else lab.root / spec.path
-    else:
-        path = Path(kernel).expanduser()
-    if not path.is_dir():
-        raise UserError(
-            f"unknown kernel {kernel!r}: not in lab.yaml and not a folder",
-            "pass --kernel with a git checkout's path or a lab.yaml git:/path: kernel",
-        )
-    try:
-        return Path(git("-C", str(path.resolve()), "rev-parse", "--show-toplevel"))
-    except subprocess.CalledProcessError:
-        raise UserError(
-            f"{path} is not a git checkout: there are no commits to bisect",
-            "git init it and commit, or pass a checkout (lab bisect needs history)",
-        ) from None
-
-
-def fetch_history(name: str, spec: GitSource) -> Path:
-    """A bare repository under the cache with spec.ref and its whole history (the
-    build's own mirror fetches one commit only)."""
-    where = names.hashed_slug(spec.url.split("://")[-1], max_len=60, digits=12)
-    repo = cache_dir("bisect", "repos") / f"{where}.git"
-    if not (repo / "HEAD").exists():
-        git("init", "--bare", "-q", str(repo))
-    try:
-        git("-C", str(repo), "fetch", "--force", "--quiet", "--", spec.url,
-            f"+{spec.ref}:refs/heads/gmemlab-bisect/{names.slug(name)}")  # fmt: skip
-    except subprocess.CalledProcessError as exc:
-        raise UserError(
-            f"cannot fetch {spec.url} {spec.ref} with its history: {exc.stderr}",
-            "check the network path, or bisect a local checkout: --kernel /path/to/linux",
-        ) from None
-    return repo
-
-
-def resolve(repo: Path, rev: str, what: str) -> str:
-    try:
-        return git("-C", str(repo), "rev-parse", "--verify", "--quiet", "--end-of-options",
-                   f"{rev}^{{commit}}")  # fmt: skip
-    except subprocess.CalledProcessError:
-        raise UserError(
-            f"--{what} {rev}: not a commit of {repo}",
-            "pass a commit id, tag or branch of that repository (git log shows them)",
-        ) from None
-
-
-def default_worktree(repo: Path) -> Path:
-    return cache_dir("bisect", "trees") / names.hashed_slug(str(repo), max_len=40, digits=12)
-
-
-def _common_dir(path: Path) -> Path:
-    common = Path(git("-C", str(path), "rev-parse", "--git-common-dir"))
-    return (path / common).resolve() if not common.is_absolute() else common.resolve()
-
-
-def worktree(repo: Path, path: Path, commit: str) -> Path:
-    """A detached worktree of repo at commit: made, or an earlier bisection's reused."""
-    if (path / ".git").exists():
-        if _common_dir(path) != _common_dir(repo):
-            raise UserError(
-                f"{path} is a worktree of another repository",
-                "pass another --worktree, or remove that folder",
-            )
-        git("-C", str(path), "bisect", "reset", "--quiet", check=False)
-        git("-C", str(path), "checkout", "--quiet", "--detach", "--force", commit)
-        return path
-    if path.exists() and any(path.iterdir()):
-        raise UserError(
-            f"--worktree {path} exists and is not a worktree of {repo}",
-            "name a new or empty folder (lab bisect makes the worktree itself)",
-        )
-    git("-C", str(repo), "worktree", "prune")
-    git("-C", str(repo), "worktree", "add", "--quiet", "--detach", "--force", "--", str(path),
-        commit)  # fmt: skip
-    return path
-
-
-# --- a step -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    n: int
-    commit: str
-    subject: str
-    run_id: str
-    exit_code: int
-    verdict: str
-    build: str  # the build stage's status: ok, failed, ...
-    says: str  # good, bad, skip, stop
-    seconds: float
-
-    @property
-    def tells_git(self) -> int:
-        return {"good": EXIT_GOOD, "bad": EXIT_BAD, "skip": EXIT_SKIP}.get(self.says, EXIT_STOP)
-
-
-def judge(exit_code: int, build: str, incomplete_reason: str) -> str:
-    """What a step's run says about its commit (the table in the module docstring)."""
-    if "interrupted" in incomplete_reason:
-        return "stop"
-    if build not in ("ok", ""):
-        return "skip"
-    if exit_code == EXIT_OK:
-        return "good"
-    if exit_code == EXIT_TEST_FAILED:
-        return "bad"
-    return "skip"
-
-
-def load_steps(folder: Path) -> list[Step]:
-    path = folder / STEPS
-    if not path.is_file():
-        return []
-    return [Step(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-
-
-RunOne = Callable[[LabConfig, runner.RunRequest, Progress], int]
-
-
-def _run(lab: LabConfig, req: runner.RunRequest, p: Progress) -> int:
-    return runner.run(lab, req, p)
-
-
-def step(
-    lab: LabConfig,
-    sel: selection.Selection,
-    tree: Path,
-    config: str,
-    folder: Path,
-    history_root: Path,
-    progress: Progress | None = None,
-    run_one: RunOne | None = None,
-) -> int:
-    """One bisection step on whatever commit `tree` has checked out; the exit code for
-    git bisect run."""
-    p = progress or Progress()
-    narrowed = selection.narrow(lab, sel, only=True)
-    commit = git("-C", str(tree), "rev-parse", "HEAD")
-    subject = git("-C", str(tree), "log", "-1", "--format=%s", "HEAD")
-    n = len(load_steps(folder)) + 1
-    run_id = f"step-{n:02d}-{commit[:12]}"
-    p.say(f"[bisect] step {n}: {commit[:12]} {subject}")
-    req = runner.RunRequest(
-        kernel=str(tree),
-        config=config,
-        suites=(sel.suite,),
-        results_root=folder,
-        run_id=run_id,
-        history_root=history_root,
-    )
-    start = time.monotonic()
-    code = (run_one or _run)(narrowed, req, p)
-    try:
-        summary = load_summary(folder / run_id)
-        build = str(summary.stages.get("build", {}).get("status", ""))
-        reason, verdict = summary.incomplete_reason, summary.verdict
-    except (OSError, ValueError, KeyError, TypeError):
-        build, reason, verdict = "", "", f"no summary (exit {code})"
-    says = judge(code, build, reason)
-    done = Step(n, commit, subject, run_id, code, verdict, build, says,
-                round(time.monotonic() - start, 1))  # fmt: skip
-    with (folder / STEPS).open("a") as f:
-        f.write(json.dumps(asdict(done)) + "\n")
-    p.say(f"[bisect] step {n}: {commit[:12]}: {verdict}, build {build or '?'} -> {says}")
-    return done.tells_git
-
+from harness.results import EXIT_INFRA, EXIT_OK
 
 # --- the bisection ------------------------------------------------------------------
 
@@ -310,20 +94,6 @@ def _first_bad(output: str, tree: Path) -> tuple[str | None, list[str]]:
     return None, []
 
 
-def _new_folder(root: Path, name: str) -> Path:
-    """root/name, or root/name-2, -3 ...: two bisections started in the same second
-    (a script, a test) must not share a folder."""
-    root.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        folder = root / (name if n == 1 else f"{name}-{n}")
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        return folder
-    raise FileExistsError(root / name)
-
-
 def run_bisect(lab: LabConfig, req: BisectRequest, progress: Progress | None = None) -> int:
     p = progress or Progress()
     selection.narrow(lab, req.test, only=True)  # a bad --test fails before any work
@@ -344,7 +114,7 @@ def run_bisect(lab: LabConfig, req: BisectRequest, progress: Progress | None = N
     count = int(git("-C", str(repo), "rev-list", "--count", f"{good}..{bad}"))
     tree = worktree(repo, (req.worktree or default_worktree(repo)).resolve(), bad)
     label = names.slug(Path(req.kernel).name or req.kernel)
-    folder = _new_folder(req.results_root, f"bisect-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    folder = new_folder(req.results_root, f"bisect-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     p.say(
         f"[bisect] {count} commits after {good[:12]} up to {bad[:12]} in {repo}; worktree "
         f"{tree}; each step runs {req.test} -> {folder}"

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import arch, ccache, kconfig, kmake
+from harness import arch, buildlog, ccache, kconfig, kmake, names
 from harness import kselftest_build as selftests
 from harness.build_output import report_build, report_config, say
 from harness.cachelock import locked
 from harness.config import LabConfig
-from harness.errors import LabError, UserError
+from harness.errors import Finding, LabError, TreeError, UserError
 from harness.hostcheck import check_host
 from harness.manifest import KernelBuild, failed_data, load_build, manifest_data, write_manifest
 from harness.paths import cache_dir
@@ -172,6 +173,10 @@ def _build_in(
                 tree.path, obj, build_dir / "selftests", log, env, jobs, request.selftests
             )
     except LabError as exc:
+        # The kernel's own make failed: the tree's fault (a finding) or the machine's?
+        failure = None
+        if not isinstance(exc, TreeError) and list(durations)[-1] in ("kernel", "headers"):
+            failure = buildlog.classify_file(log)
         failed = failed_data(
             exc.what,
             kernel=request.kernel,
@@ -184,7 +189,17 @@ def _build_in(
             log=log,
             make=make,
         )
+        if failure is not None:
+            failed["failure"] = {"tree": failure.tree, "reason": failure.reason,
+                                 "excerpt": failure.excerpt}  # fmt: skip
         write_manifest(manifest, failed)
+        if failure is not None and failure.tree:
+            raise TreeError(
+                f"{request.kernel}/{request.config_name}: {failure.reason}\n"
+                + textwrap.indent(failure.excerpt, "    "),
+                f"read the full log: {log}",
+                findings=(Finding("build", "kernel", failure.reason, failure.excerpt, log),),
+            ) from exc
         raise
     cc = ccache.build_summary(env)
 
@@ -210,7 +225,7 @@ def _build_in(
     )
     with timed(durations, "manifest"):
         write_manifest(result.manifest, manifest_data(result, tree, cfg, st, make, cc))
-    _link_latest(build_dir, request.config_name)
+    _link_latest(build_dir, request.kernel, request.config_name)
     report_build(result, st, cc)
     return result
 
@@ -218,15 +233,17 @@ def _build_in(
 def build_dir_for(kernel: str, tree: SourceTree, config_hash: str) -> Path:
     """builds/<kernel>-<key>, keyed by (tree, final .config hash).
 
-    Every build folder sits at the same depth under the cache (see kmake: CCACHE_BASEDIR).
+    Every build folder sits at the same depth under the cache (see kmake: CCACHE_BASEDIR);
+    a series' tree (harness/patchset.py) builds at the same depth beside its worktree.
     """
     key = hashlib.sha256(f"{tree.build_key}\0{config_hash}".encode()).hexdigest()[:16]
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in kernel)[-40:]
-    return cache_dir("builds") / f"{safe}-{key}"
+    root = tree.build_root or cache_dir("builds")
+    root.mkdir(parents=True, exist_ok=True)
+    return root / names.build_folder(kernel, key)
 
 
-def _link_latest(build_dir: Path, config_name: str) -> None:
-    link = build_dir.parent / f"latest-{build_dir.name.rsplit('-', 1)[0]}-{config_name}"
+def _link_latest(build_dir: Path, kernel: str, config_name: str) -> None:
+    link = build_dir.parent / names.latest_link(kernel, config_name)
     tmp = link.with_name(link.name + ".tmp")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(build_dir.name)

@@ -28,7 +28,7 @@ import yaml
 
 from harness.digest import sha256_file
 from harness.errors import InfraError, UserError
-from harness.matrix import CellEntry, builds_of
+from harness.matrix_grid import CellEntry, builds_of
 from harness.paths import REPO_ROOT
 from harness.results import EXIT_INFRA
 
@@ -224,6 +224,7 @@ def gitlab_child(
                 "GMEMLAB_CELL": e.cell,
                 "GMEMLAB_BUILD_KEY": e.build_key,
                 "GMEMLAB_SUITES": ",".join(e.suites),
+                "GMEMLAB_TARGET": e.target,
             },
             "script": ['bash "$GMEMLAB_DIR/ci/cell.sh"'],
             "cache": {**cache, "policy": "pull-push"},

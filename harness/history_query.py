@@ -91,6 +91,12 @@ def run_by_pk(db: Database, pk: int) -> RunRow:
     return _runs(db, "pk = ?", (pk,), "pk", None)[0]
 
 
+def run_in_folder(db: Database, folder: Path) -> RunRow | None:
+    """The run recorded from this run folder (the newest, if it was recorded twice)."""
+    found = _runs(db, "folder = ?", (str(folder.resolve()),), "started DESC, pk DESC", 1)
+    return found[0] if found else None
+
+
 def runs_for_cell(db: Database, cell: str, last: int | None = None) -> list[RunRow]:
     """The cell's runs oldest first (the order a strip of nights is drawn in), at most
     the `last` newest."""
@@ -159,9 +165,3 @@ def display_ref(db: Database, run: RunRow) -> str:
     """The shortest name that resolves to this run: its id if unique, else its key."""
     n = db.execute("SELECT COUNT(*) FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
     return run.run_id if int(n[0]) == 1 else run.key
-
-
-def run_in_folder(db: Database, folder: Path) -> RunRow | None:
-    """The run recorded from this run folder (the newest, if it was recorded twice)."""
-    found = _runs(db, "folder = ?", (str(folder.resolve()),), "started DESC, pk DESC", 1)
-    return found[0] if found else None

@@ -121,7 +121,8 @@ def _checkout(
     ident = commit or f"run-{run.run_id}"
     if source.get("dirty"):
         ident += f"+{str(source.get('diff_sha256') or 'dirty')[:16]}"
-    patches = patches_of(manifest)
+    # A series that did not apply has no build manifest: the run recorded its patches.
+    patches = patches_of(manifest) or [p for p in run.series if isinstance(p, dict)]
     checkout: dict[str, Any] = {"origin": origin, "valid": True}
     misc: dict[str, Any] = {"kernel": env.get("kernel") or manifest.get("kernel")}
     if _SHA1.match(commit):

@@ -91,6 +91,8 @@ def manifest_data(
         "kernel": b.kernel,
         "config_name": b.config_name,
         "source": source_record(tree),
+        # A series from mail: per patch subject, Message-ID, status (KCIDB reads these).
+        "patches": list(tree.patches),
         "config": config_record(cfg),
         "build_dir": str(b.build_dir),
         "artifacts": artifacts,
@@ -131,6 +133,7 @@ def failed_data(
         "kernel": kernel,
         "config_name": config_name,
         "source": source_record(tree),
+        "patches": list(tree.patches),
         "config": config_record(cfg),
         "build_dir": str(build_dir),
         "durations_s": durations,
@@ -150,6 +153,9 @@ def source_record(tree: SourceTree) -> dict[str, object]:
         "dirty": tree.dirty,
         "diff_sha256": tree.diff_sha256,
         "base": tree.base,
+        # mbox kernels: the series' sha256 and its patches (also top level, below).
+        "mbox_sha256": tree.mbox_sha256,
+        "patches": list(tree.patches),
     }
 
 

@@ -75,6 +75,9 @@ class Endpoint:
     host_key_line: str | None = None
     # Read ~/.ssh/config (bare-metal hosts); never for the lab VM.
     use_ssh_config: bool = False
+    # With use_ssh_config: files read before the user's own (the lab's `host-vm`
+    # entries), so their Host blocks win for their names.
+    ssh_config_files: tuple[Path, ...] = ()
 
     def describe(self) -> str:
         where = f"{self.host}:{self.port}" if self.port else self.host
@@ -118,7 +121,7 @@ def _connection(ep: Endpoint, connect_timeout: int) -> Connection:
         "channel_timeout": SSH_CHANNEL_TIMEOUT_S,
     }
     if ep.use_ssh_config:
-        config = Config()
+        config = Config(ssh_config=ssh_config(ep.ssh_config_files))
     else:
         # An explicit, empty SSHConfig stops fabric from reading the user's files.
         config = Config(ssh_config=paramiko.SSHConfig())
@@ -144,8 +147,36 @@ def _connection(ep: Endpoint, connect_timeout: int) -> Connection:
             for keytype, key in pinned[name].items():
                 trusted.add(name, keytype, key)
     else:
-        conn.client.load_system_host_keys()
+        # OpenSSH's rule: UserKnownHostsFile, where the SSH config sets it, replaces
+        # ~/.ssh/known_hosts (paramiko does not read that option itself).
+        known = conn.ssh_config.get("userknownhostsfile") if ep.use_ssh_config else None
+        if known:
+            whole = Path(known).expanduser()
+            for file in (
+                [whole] if whole.exists() else [Path(w).expanduser() for w in known.split()]
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    conn.client.load_host_keys(str(file))
+        else:
+            conn.client.load_system_host_keys()
     return conn
+
+
+USER_SSH_CONFIGS = (Path("~/.ssh/config"), Path("/etc/ssh/ssh_config"))
+
+
+def ssh_config(first: Sequence[Path] = ()) -> paramiko.SSHConfig:
+    """The SSH config a bare-metal host is looked up in: first (in order), then the
+    user's ~/.ssh/config and the system's (fabric's defaults); for each option the
+    first file that sets it wins, as in OpenSSH."""
+    parsed = paramiko.SSHConfig()
+    for path in (*first, *USER_SSH_CONFIGS):
+        try:
+            with path.expanduser().open() as f:
+                parsed.parse(f)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return parsed
 
 
 # Failures that mean "not reachable yet"; a wrong host key or refused key never are.

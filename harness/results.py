@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from harness import names
 from harness.errors import InfraError, os_error
 
 
@@ -167,6 +168,8 @@ class RunRecord:
     counts: dict[str, int] = field(default_factory=dict)
     results: list[TestResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # A series from mail (mbox kernels): per patch index, subject, message_id, status.
+    series: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -183,15 +186,17 @@ class Recorder:
     """Owns results/<run-id>/: appends results as they arrive, keeps summary.json current."""
 
     def __init__(self, results_root: Path, cell: str, run_id: str | None = None) -> None:
-        self.run_id = run_id or new_run_id()
+        # Both become folder names under results_root: sanitised whatever the caller
+        # passed (harness/names.py), so nothing lands outside it.
+        self.run_id = names.folder(run_id) if run_id else new_run_id()
         self.root = results_root / self.run_id
         self.root.mkdir(parents=True, exist_ok=False)
         self.forced_exit: int | None = None
         # The first write that failed (a full disk): later writes are not attempted.
         self.write_failure: InfraError | None = None
         self._reserve()
-        self.cell = cell
-        self.cell_dir = self.root / cell
+        self.cell = names.folder(cell)
+        self.cell_dir = self.root / self.cell
         self.cell_dir.mkdir()
         self._t0 = time.monotonic()
         # Called with each result as it is recorded (the terminal's progress lines).
@@ -199,7 +204,7 @@ class Recorder:
         self.record = RunRecord(
             run_id=self.run_id,
             started=dt.datetime.now().isoformat(timespec="seconds"),
-            cell=cell,
+            cell=self.cell,
             incomplete_reason="the run is still going (or was killed)",
         )
         self._point_latest(results_root)
@@ -269,6 +274,11 @@ class Recorder:
 
     def environment(self, **info: Any) -> None:
         self.record.environment.update(info)
+        self.save()
+
+    def series(self, patches: Iterable[dict[str, Any]]) -> None:
+        """The kernel's series from mail, patch by patch (the report's Series section)."""
+        self.record.series = [dict(p) for p in patches]
         self.save()
 
     def account(self, what: str, seconds: float) -> None:

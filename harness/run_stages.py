@@ -6,18 +6,22 @@ and the SSH session down."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness import build as build_stage
-from harness import history_record, image, suites
+from harness import history_record, image, names, suites
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
+from harness.errors import TreeError
 from harness.paths import REPO_ROOT
 from harness.qemu import boot as qemu_boot
 from harness.qemu.machine import OVERLAY, QMP_SOCKET
 from harness.remote import Remote
-from harness.results import TestResult
+from harness.results import Outcome, TestResult
 from harness.suites.dmesg import dmesg_verdict
 
 
@@ -31,6 +35,8 @@ def do_build(
     *,
     target: str = "qemu",
 ) -> None:
+    # Named first, so a kernel that does not build still says which it was.
+    cr.rec.environment(kernel=kernel, config=config)
     if manifest is not None:
         with cr.stage("build", f"reusing {manifest}") as entry:
             cr.build = build_stage.load_build(manifest)
@@ -58,8 +64,39 @@ def do_build(
             # dirty, diff hash, mbox: the source identity the history groups runs by.
             **history_record.build_identity(b.manifest),
         )
-    else:
-        cr.rec.environment(kernel=kernel, config=config, target=target)
+        record_series(cr, b.manifest)
+
+
+def record_series(cr: CellRun, manifest: Path) -> None:
+    """An mbox kernel's patches (the report's Series section) and the mbox's sha256."""
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return  # a build made by hand or a test's stand-in: no series to tell
+    patches = data.get("patches") if isinstance(data, dict) else None
+    if isinstance(patches, list) and patches:
+        cr.rec.series(p for p in patches if isinstance(p, dict))
+        mbox_sha = (data.get("source") or {}).get("mbox_sha256")
+        if mbox_sha:
+            cr.rec.environment(mbox_sha256=mbox_sha)
+
+
+def record_findings(cr: CellRun, exc: TreeError) -> None:
+    """The kernel under test did not build, or its series did not apply: each finding
+    is a fail result, its evidence copied into the cell folder (the cache may move)."""
+    for f in exc.findings:
+        log = None
+        if f.log is not None and f.log.is_file():
+            dest = cr.rec.cell_dir / names.folder(f"{f.suite}-{f.name}.log")
+            with contextlib.suppress(OSError):
+                shutil.copyfile(f.log, dest)
+                log = cr.rec.relative(dest)
+        reason = f.reason if log is not None or f.log is None else f"{f.reason} (log: {f.log})"
+        cr.rec.add(TestResult(f.suite, f.name, Outcome.FAIL, reason, excerpt=f.excerpt, log=log))
+    for suite in dict.fromkeys(f.suite for f in exc.findings):
+        cr.rec.suite_done(suite, kind=suite)
+    if exc.patches:
+        cr.rec.series(exc.patches)
 
 
 def do_boot(
@@ -90,8 +127,14 @@ def do_boot(
 
 
 def do_connect(
-    cr: CellRun, lab: LabConfig, stack: contextlib.ExitStack, chosen: dict[str, SuiteSpec]
+    cr: CellRun,
+    lab: LabConfig,
+    stack: contextlib.ExitStack,
+    chosen: dict[str, SuiteSpec],
+    extra: Sequence[tuple[Path, str]] = (),
 ) -> None:
+    """SSH in and push what the suites need, plus `extra` (local path, name in the
+    payload) that is not there already (the expect check's probe)."""
     assert cr.target is not None
     with cr.stage("push") as entry:
         # The target's health (QEMU's run state) is watched while every command runs.
@@ -99,6 +142,7 @@ def do_connect(
         cr.remote = remote
         remote.connect(deadline_s=float(lab.vm.boot_timeout_s))
         items = suites.payload(chosen, cr.build, REPO_ROOT)
+        items += [i for i in extra if i[1] not in {name for _, name in items}]
         sent = remote.push(items, suites.PAYLOAD)
         entry["note"] = f"({len(items)} items, {sent / 1e6:.1f} MB in one tar stream)"
         uname = remote.run(["uname", "-r"], timeout_s=30)

@@ -15,15 +15,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import history_record, interrupt, junit, names, report
+from harness import expect, history_record, interrupt, junit, names, report, run_host
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
-from harness.errors import InfraError, LabError, UserError, os_error
+from harness.errors import InfraError, LabError, TreeError, UserError, os_error
 from harness.interrupt import Interrupted
 from harness.paths import REPO_ROOT
 from harness.progress import Progress
 from harness.results import EXIT_USER, Recorder
-from harness.run_stages import collect, do_boot, do_build, do_connect
+from harness.run_stages import collect, do_boot, do_build, do_connect, record_findings
 from harness.run_suites import do_suites, mark_not_run
 
 
@@ -37,15 +37,20 @@ class RunRequest:
     manifest: Path | None = None
     bzimage: Path | None = None
     run_id: str | None = None
+    # "qemu" (the lab VM) or a name from lab.yaml's hosts: (harness/run_host.py).
     target: str = "qemu"
     # Where history.sqlite lives (a matrix or bisect puts its runs in a subfolder of the
     # results root, but records them in the root's history); None: results_root.
     history_root: Path | None = None
+    # A host target held by another run: wait this long for its lock (0: fail at once).
+    wait_s: float = 0.0
+    # `--mbox FILE --base NAME`: how to make the kernel again when no build is reused.
+    series_args: tuple[str, ...] = ()
 
     @property
     def cell(self) -> str:
         """The cell's folder name: only safe characters, whatever --kernel was."""
-        return f"{names.kernel_slug(self.kernel)}-{self.config}-{self.target}"
+        return names.cell_name(self.kernel, self.config, self.target)
 
     def reproducer(self, manifest: Path | None) -> list[str]:
         argv = [
@@ -60,8 +65,12 @@ class RunRequest:
         ]
         if manifest is not None:
             argv += ["--manifest", str(manifest)]
+        elif self.series_args:
+            argv = [*argv[:2], *argv[4:], *self.series_args]  # the series, not its name
         if self.bzimage is not None:
             argv += ["--bzimage", str(self.bzimage)]
+        if self.target != "qemu":
+            argv += ["--target", self.target]
         return argv
 
 
@@ -100,6 +109,9 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     p = progress or Progress()
     check_kernel(lab, req)
     chosen = choose_suites(lab, req.suites)
+    # lab.yaml's `expect:` for this kernel (a path or a reused build's name: none).
+    spec = lab.kernels.get(req.kernel)
+    expected = tuple(spec.expect) if spec is not None else ()
     cr = CellRun(Recorder(req.results_root, req.cell, run_id=req.run_id), p)
     cr.rec.listener = p.result
     p.say(f"[run] {cr.rec.run_id}: {req.cell}, suites {', '.join(chosen)} -> {cr.rec.root}")
@@ -107,15 +119,37 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     start = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
-            do_build(cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target)
-            network = any(spec.network for spec in chosen.values())
-            do_boot(cr, lab, _bzimage(cr, req), stack, network)
-            do_connect(cr, lab, stack, chosen)
-            complete = do_suites(cr, chosen)
-            if not complete:
-                reason = cr.lost_reason or "the VM was lost during a suite"
+            if req.target == "qemu":
+                do_build(
+                    cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target
+                )
+                network = any(s.network for s in chosen.values())
+                do_boot(cr, lab, _bzimage(cr, req), stack, network)
+                do_connect(cr, lab, stack, chosen, expect.payload(REPO_ROOT, expected))
+                expect.check(cr, expected)
+                complete = do_suites(cr, chosen)
+                reason = "" if complete else cr.lost_reason or "the VM was lost during a suite"
+            else:
+                complete, reason = run_host.run_on_host(
+                    cr,
+                    lab,
+                    stack,
+                    chosen,
+                    host=req.target,
+                    kernel=req.kernel,
+                    config=req.config,
+                    manifest=req.manifest,
+                    bzimage=req.bzimage,
+                    wait_s=req.wait_s,
+                )
             with cr.stage("shutdown"):
                 stack.close()
+    except TreeError as exc:
+        # The kernel does not build or its series does not apply: the cell's finding
+        # (fail results, exit 1), and nothing is left to run.
+        record_findings(cr, exc)
+        complete = True
+        p.say(f"[run] {exc.what.splitlines()[0]}")
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (harness.interrupt)
         reason = interrupt.reason(exc)
         p.say(f"[run] {reason}: stopping the VM and writing what was collected")

@@ -24,6 +24,11 @@ class BuiltKernel(Selftests, Protocol):
     def bzimage(self) -> Path: ...
 
     @property
+    def vmlinux(self) -> Path:
+        """A host target checks the deployed kernel's banner and build id against it."""
+        ...
+
+    @property
     def manifest(self) -> Path: ...
 
     @property

@@ -1,5 +1,5 @@
 """`lab bisect`: the first commit that breaks a test, with git bisect run and the lab as
-its script (harness/bisect.py)."""
+its script (harness/bisect.py; a step: harness/bisect_step.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from harness import bisect, runner, selection
+from harness import bisect, bisect_step, runner, selection
 from harness.commands import run as run_command
 from harness.config import LabConfig
 from harness.errors import UserError
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     previous = signal.signal(signal.SIGTERM, run_command.on_sigterm)
     try:
         if args.step:
-            return bisect.step(
+            return bisect_step.step(
                 lab,
                 sel,
                 Path(args.kernel),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.build import build_kernel, configure_kernel, prepare_request
+from harness.commands import run as run_command
 from harness.config import LabConfig
 from harness.kconfig import require_verified
 
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="a config set name from lab.yaml (default: defaults.config)",
     )
+    run_command.add_series_arguments(parser)
     parser.add_argument(
         "--config-only",
         action="store_true",
@@ -39,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
-    kernel = args.kernel or lab.defaults.kernel
+    lab, chosen = run_command.series_kernel(args, lab)
+    kernel = chosen or lab.defaults.kernel
     config_name = args.config or lab.defaults.config
     if args.config_only:
         tree, cfg = configure_kernel(lab, kernel, config_name)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness import ci, matrix
+from harness import ci, matrix_grid
 from harness.config import LabConfig
 
 
@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_gitlab_child(args: argparse.Namespace, lab: LabConfig) -> int:
     label = args.kernel_label if args.checkout else None
     kernel = ci.CHECKOUT if args.checkout else None
-    entries = matrix.cell_list(lab, args.name, kernel, label)
+    entries = matrix_grid.cell_list(lab, args.name, kernel, label)
     child = ci.gitlab_child(entries, args.name, ci.cache_key(lab.root), label)
     sys.stdout.write(ci.dump_yaml(child))
     return 0

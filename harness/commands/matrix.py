@@ -11,7 +11,7 @@ import json
 import signal
 from pathlib import Path
 
-from harness import matrix, nightly
+from harness import matrix, matrix_grid, nightly
 from harness.commands import run as run_command
 from harness.config import LabConfig
 from harness.paths import REPO_ROOT
@@ -64,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--kernel",
-        help="with --list: this kernel (a lab.yaml name or a tree's path, e.g. the CI's "
-        "checkout) instead of the matrix's kernels",
+        help="this kernel (a lab.yaml name or a tree's path, e.g. the CI's checkout) "
+        "instead of the matrix's kernels",
     )
     parser.add_argument(
         "--kernel-label", help="with --kernel: the name cells carry (default: the folder's name)"
@@ -73,25 +73,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def listing(entries: list[matrix.CellEntry], fmt: str) -> str:
+def listing(entries: list[matrix_grid.CellEntry], fmt: str) -> str:
     if fmt == "json":
         return json.dumps([e.to_json() for e in entries], indent=2)
     if fmt == "github-output":
         cells = json.dumps([e.to_json() for e in entries], separators=(",", ":"))
-        builds = json.dumps(matrix.builds_of(entries), separators=(",", ":"))
+        builds = json.dumps(matrix_grid.builds_of(entries), separators=(",", ":"))
         return f"cells={cells}\nbuilds={builds}"
     rows = [("cell", "kernel", "config", "target", "build key")]
     rows += [(e.cell, e.kernel, e.config, e.target, e.build_key) for e in entries]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    n_builds = len(matrix.builds_of(entries))
+    n_builds = len(matrix_grid.builds_of(entries))
     suites = ", ".join(entries[0].suites) if entries else "none"
     return "\n".join([*lines, f"{len(entries)} cells, {n_builds} builds; suites: {suites}"])
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
     if args.list:
-        entries = matrix.cell_list(lab, args.name, args.kernel, args.kernel_label)
+        entries = matrix_grid.cell_list(lab, args.name, args.kernel, args.kernel_label)
         print(listing(entries, args.format), flush=True)
         return 0
     # SIGTERM unwinds like Ctrl-C, as in `lab run`: the running cell stops its VM and
@@ -105,6 +105,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
             repeat=args.repeat,
             ab_base=args.ab,
             nights=args.nights,
+            kernel=args.kernel,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

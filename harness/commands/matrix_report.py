@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness import matrix
+from harness import matrix_grid, matrix_merge
 from harness.config import LabConfig
 from harness.errors import UserError
 
@@ -33,10 +33,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def expected_cells(path: Path) -> list[matrix.CellEntry]:
+def expected_cells(path: Path) -> list[matrix_grid.CellEntry]:
     try:
         rows = json.loads(path.read_text())
-        return [matrix.CellEntry(**{**row, "suites": tuple(row.get("suites", ()))}) for row in rows]
+        return [
+            matrix_grid.CellEntry(**{**row, "suites": tuple(row.get("suites", ()))}) for row in rows
+        ]
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(
             f"--expect {path}: not the JSON of `lab matrix --list` ({exc})",
@@ -46,7 +48,7 @@ def expected_cells(path: Path) -> list[matrix.CellEntry]:
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
     expected = expected_cells(args.expect) if args.expect else None
-    code = matrix.merge_report(args.dirs, args.out, args.name, expected)
+    code = matrix_merge.merge_report(args.dirs, args.out, args.name, expected)
     print((args.out / "matrix.md").read_text(), end="", flush=True)
     print(f"lab: matrix report in {args.out} (exit {code})", file=sys.stderr)
     return code

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import ab, interrupt, runner, selection
+from harness import ab, interrupt, patchset, runner, selection
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.paths import REPO_ROOT
@@ -18,15 +18,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run",
         help="build, boot, run the suites in the VM and write the report",
         description=(
-            "Build the kernel (cached), boot it under QEMU, push the guest suite and the "
-            "KVM selftests over SSH, run the suites and write results/<run-id>/ with "
+            "Build the kernel (cached), boot it under QEMU (or, with --target HOST, kexec it "
+            "on a host from lab.yaml and reboot the host into its own kernel afterwards), "
+            "push the guest suite and the KVM selftests over SSH, run the suites and write "
+            "results/<run-id>/ with "
             "summary.json, junit.xml, report.html and report.md. Exit 0 all passed or "
             "skipped, 1 a test failed or crashed, 2 infrastructure error, timeout or "
             "missing results, 3 bad input."
         ),
     )
-    parser.add_argument("--kernel", help="a kernel name from lab.yaml (default: defaults.kernel)")
+    parser.add_argument(
+        "--kernel",
+        help="a kernel name from lab.yaml or the path of a kernel tree (default: defaults.kernel)",
+    )
     parser.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
+    add_series_arguments(parser)
     parser.add_argument(
         "--suites",
         help="comma-separated suite names from lab.yaml (default: defaults.suites); "
@@ -38,6 +44,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--bzimage", type=Path, help="boot this bzImage (without --manifest no selftests run)"
+    )
+    parser.add_argument(
+        "--target",
+        help="qemu (the lab VM) or a host from lab.yaml's hosts:, which gets the kernel by "
+        "kexec and is rebooted into its own afterwards (default: defaults.target)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a host target held by another run: wait up to S seconds for it (default: "
+        "fail at once, naming the holder)",
     )
     parser.add_argument(
         "--results",
@@ -58,6 +77,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
+def add_series_arguments(parser: argparse.ArgumentParser) -> None:
+    """--mbox FILE --base NAME: a series from mail onto a lab.yaml kernel (lab run, build)."""
+    parser.add_argument(
+        "--mbox",
+        type=Path,
+        help="apply this series (an mbox: b4 am, git format-patch --stdout) onto --base "
+        "and test the result, as an mbox kernel in lab.yaml would",
+    )
+    parser.add_argument(
+        "--base", help="with --mbox: the lab.yaml kernel to apply it onto (default: --kernel)"
+    )
+
+
+def series_kernel(args: argparse.Namespace, lab: LabConfig) -> tuple[LabConfig, str | None]:
+    """With --mbox: lab plus the series' kernel, and its name; else lab and --kernel."""
+    if args.mbox is None:
+        if args.base is not None:
+            raise UserError("--base needs --mbox", "pass the series' mbox with --mbox FILE")
+        return lab, args.kernel
+    if getattr(args, "manifest", None) is not None or getattr(args, "bzimage", None) is not None:
+        raise UserError(
+            "--mbox builds a kernel: it cannot go with --manifest or --bzimage",
+            "drop one of them",
+        )
+    base = args.base or args.kernel or lab.defaults.kernel
+    return patchset.with_cli_series(lab, args.mbox, base)
+
+
+def _series_args(args: argparse.Namespace, lab: LabConfig, kernel: str) -> tuple[str, ...]:
+    """--mbox FILE --base NAME again, for the reproducer (the kernel's name is made up)."""
+    spec = lab.kernels.get(kernel)
+    if args.mbox is None or spec is None or spec.mbox is None:
+        return ()
+    return ("--mbox", str(args.mbox.resolve()), "--base", spec.mbox.base)
+
+
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
     # CI cancelling the job: unwind like Ctrl-C so the VM stops and the report is written.
     raise interrupt.Interrupted("SIGTERM")
@@ -75,10 +130,13 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         if sel.test is not None:
             lab = selection.narrow(lab, sel)
     names = tuple(dict.fromkeys(sel.suite for sel in picked))
+    if args.wait < 0:
+        raise UserError(f"--wait {args.wait}: must be 0 or more seconds", "pass --wait 0 or more")
     for path in (args.manifest, args.bzimage):
         if path is not None and not path.is_file():
             raise UserError(f"no such file: {path}", "check the path (lab build prints it)")
-    kernel = args.kernel or lab.defaults.kernel
+    lab, chosen = series_kernel(args, lab)
+    kernel = chosen or lab.defaults.kernel
     config_name = args.config or lab.defaults.config
     if args.manifest is not None:
         # A reused build names its own kernel and config (the cell's name).
@@ -94,6 +152,9 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         results_root=args.results.resolve(),
         manifest=args.manifest.resolve() if args.manifest else None,
         bzimage=args.bzimage.resolve() if args.bzimage else None,
+        target=args.target or lab.defaults.target,
+        wait_s=args.wait,
+        series_args=_series_args(args, lab, kernel),
     )
     # Ctrl-C and SIGTERM stop the run within seconds, whatever the guest is doing: the
     # VM is stopped and what was collected is written (harness/interrupt.py).

@@ -8,7 +8,8 @@ word, a git URL or a sources.list field is held to a narrow pattern at load.
 One job per module; importers use `from harness.config import X`:
     checks.py          the strict Model base and the string rules (safe names, paths,
                        git URLs and refs, mirrors, SSH destinations, programs)
-    schema_kernels.py  kernels: (git, path, deb sources) and configs: (config sets)
+    schema_kernels.py  kernels: (git, path, deb and mbox sources, expect) and configs:
+                       (config sets)
     schema_run.py      image:, vm:, hosts:, suites:, matrix:, defaults:
     lab.py             LabConfig: the whole file and the checks that span sections
     loading.py         reading the file (size, UTF-8, YAML, duplicate keys) and
@@ -20,7 +21,13 @@ from __future__ import annotations
 from harness.config.checks import GIT_SCHEMES, Model
 from harness.config.lab import LabConfig
 from harness.config.loading import DEFAULT_LAB_FILE, MAX_LAB_FILE_BYTES, load
-from harness.config.schema_kernels import ConfigSet, DebSource, GitSource, KernelSource
+from harness.config.schema_kernels import (
+    ConfigSet,
+    DebSource,
+    GitSource,
+    KernelSource,
+    MboxSource,
+)
 from harness.config.schema_run import (
     Defaults,
     HostSpec,
@@ -44,6 +51,7 @@ __all__ = [
     "KernelSource",
     "LabConfig",
     "MatrixSpec",
+    "MboxSource",
     "Model",
     "SuiteKind",
     "SuiteSpec",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
@@ -162,6 +162,14 @@ GitRef = Annotated[
         refuse=lambda v: ".." in v or "//" in v or v.endswith(("/", ".", ".lock")),
     ),
 ]
+# A mail's Message-ID (with or without <>): b4 gets it after `--`, and it names a file.
+MessageId = Annotated[
+    str,
+    _rule(
+        re.compile(r"^<?[A-Za-z0-9][A-Za-z0-9._%+=$#!~/-]*@[A-Za-z0-9][A-Za-z0-9._-]*>?$"),
+        "a Message-ID: local@domain, optionally in <>, without spaces",
+    ),
+]
 # `make <base>`: a *config target, never a variable assignment (CC=...) or an option.
 ConfigTarget = Annotated[
     str,
@@ -186,6 +194,22 @@ Program = Annotated[
     _rule(
         re.compile(rf"^(?:{_ABS_PATH}|{_PATH_PART})$"),
         f"a program: a command name on PATH ({arch.HOST.qemu}) or an absolute path",
+    ),
+]
+
+
+# What a host can be declared for (hosts.*.capabilities) and a config set can need
+# (configs.*.needs): the capabilities the host probe answers for
+# (harness/hosts/capabilities.py; a unit test keeps the two lists equal).
+Capability = Literal["kvm", "kexec", "tdx", "sev", "snp"]
+
+# hosts.*.cmdline_extra: one kernel command-line word each (kexec passes the whole line
+# as one argument; a blank or quote would split or join words on the host's side).
+KernelParam = Annotated[
+    str,
+    _rule(
+        re.compile(r'^[^\s"]+$'),
+        "one kernel parameter (e.g. console=ttyS1,115200n8): no blanks, no quotes",
     ),
 ]
 

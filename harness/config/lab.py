@@ -48,6 +48,16 @@ class LabConfig(Model):
                 problems.append(f"{where}: unknown {kind} {name!r} (known: {known})")
 
         targets = {"qemu": None, **self.hosts}
+        for name, ks in self.kernels.items():
+            if ks.mbox is None:
+                continue
+            base = ks.mbox.base
+            need("kernel", base, self.kernels, f"kernels.{name}.mbox.base")
+            if base in self.kernels and self.kernels[base].mbox is not None:
+                problems.append(
+                    f"kernels.{name}.mbox.base: {base!r} is an mbox kernel itself; the base "
+                    "must be a git, deb or path kernel"
+                )
         need("kernel", self.defaults.kernel, self.kernels, "defaults.kernel")
         need("config", self.defaults.config, self.configs, "defaults.config")
         need("target", self.defaults.target, targets, "defaults.target")

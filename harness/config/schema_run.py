@@ -7,15 +7,17 @@ when the command line does not say.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from harness import arch
 from harness.config.checks import (
     AbsPath,
     ArgvWord,
+    Capability,
     DebWord,
+    KernelParam,
     Mirror,
     Model,
     Program,
@@ -54,13 +56,44 @@ class VmSpec(Model):
 
 
 class HostSpec(Model):
-    """A bare-metal host reached through the user's SSH config (alias or user@host)."""
+    """A bare-metal host reached through the user's SSH config (alias or user@host).
+
+    The host stage (harness/run_host.py) kexecs the cell's kernel into it and reboots it
+    into its default kernel afterwards; README.md, "Bare-metal hosts", says what the
+    lab does to a host.
+    """
 
     ssh: SshDest
     workdir: AbsPath = "/var/tmp/gmemlab"
-    # What the host is for, e.g. ["tdx"]; the matrix only places cells that need a
-    # capability on hosts that declare it.
-    capabilities: list[SafeName] = []
+    # What the host is for, e.g. [tdx]: checked against the host's probe at every run; a
+    # declared capability the machine lacks is an error naming both.
+    capabilities: list[Capability] = []
+    # A local argv that prints the host's console (ipmitool ... sol activate, a serial
+    # server's client), captured into the cell's console.log from before the kexec to
+    # the end of the run. An argv, never a shell line; no secrets in it (use the tool's
+    # password file or environment variable).
+    console: list[ArgvWord] = []
+    # A local argv that power-cycles the host; used only when a test kernel left it
+    # unreachable. Empty: such a host is left for a person (the report says so).
+    reset: list[ArgvWord] = []
+    # always: reboot into the host's default kernel after the run (also after a failure
+    # or Ctrl-C); never: leave the test kernel running, for debugging.
+    restore: Literal["always", "never"] = "always"
+    # From the kexec until the test kernel answers SSH (and the same for the restore).
+    boot_timeout_s: Annotated[int, Field(ge=30)] = 600
+    # Host-specific test-kernel parameters (e.g. its console=ttyS1,115200n8).
+    cmdline_extra: list[KernelParam] = []
+    # none: no initramfs (root by PARTUUID when the host's root= needs one); host: the
+    # host's own initramfs for its running kernel.
+    initrd: Literal["none", "host"] = "none"
+
+    @model_validator(mode="after")
+    def _commands_name_a_program(self) -> Self:
+        for key in ("console", "reset"):
+            argv = getattr(self, key)
+            if argv and not argv[0]:
+                raise ValueError(f"{key}: argv[0] is empty: name the program to run")
+        return self
 
 
 # --- suites --------------------------------------------------------------------------

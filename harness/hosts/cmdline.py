@@ -40,6 +40,16 @@ def split_cmdline(text: str) -> list[str]:
     return words
 
 
+def run_marker(run_id: str) -> str:
+    """The word only a run's kexec'd kernel has on its command line: how a boot of the
+    test kernel is told from any other boot, even of the same build."""
+    return f"{hlock.RUN_MARKER}={run_id}"
+
+
+def has_marker(cmdline: str, run_id: str) -> bool:
+    return run_marker(run_id) in split_cmdline(cmdline)
+
+
 def _key(word: str) -> str:
     return word.split("=", 1)[0]
 
@@ -74,7 +84,7 @@ def kexec_cmdline(
     if panic_s is not None and "panic" not in {_key(w) for w in extra}:
         extra.append(f"panic={panic_s}")
     if run_id is not None:
-        extra.append(f"{hlock.RUN_MARKER}={run_id}")
+        extra.append(run_marker(run_id))
     replaced = {_key(w) for w in extra} | set(_DROPPED)
     kept = [w for w in words if _key(w) not in replaced]
     return " ".join(kept + extra + init)

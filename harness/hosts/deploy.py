@@ -32,7 +32,14 @@ from pathlib import Path
 from harness import crash
 from harness.errors import InfraError
 from harness.hosts.capabilities import TDX_ERRATUM_NOTE
-from harness.hosts.cmdline import initrd_for, kexec_cmdline, root_for, switch_argv
+from harness.hosts.cmdline import (
+    has_marker,
+    initrd_for,
+    kexec_cmdline,
+    root_for,
+    run_marker,
+    switch_argv,
+)
 from harness.hosts.console import ConsoleCapture
 from harness.hosts.probe_state import HostProbe
 from harness.hosts.shell import Connector, HostShell
@@ -106,14 +113,29 @@ def parse_build_id(od_hex: str) -> str | None:
 
 
 def verify(
-    kernel: KernelUnderTest, proc_version: str, notes_hex: str | None
+    kernel: KernelUnderTest,
+    proc_version: str,
+    notes_hex: str | None,
+    *,
+    cmdline: str | None = None,
+    run_id: str | None = None,
 ) -> tuple[BootStatus, str]:
-    """Is the running kernel the one built? (status, what was checked or found)."""
+    """Is the running kernel the one built? (status, what was checked or found).
+
+    With run_id and the running kernel's cmdline, a boot without the run's marker is
+    another boot even when it is the same build: the host's default kernel may be the
+    very kernel under test, and a panic=30 reboot would otherwise pass for it."""
     if kernel.expect_version not in proc_version:
         return (
             BootStatus.OTHER_KERNEL,
             f"the host came back on another kernel ({proc_version.strip()}), not the test "
             f"kernel: it did not boot or did not stay up (panic=, watchdog or a reset)",
+        )
+    if run_id is not None and cmdline is not None and not has_marker(cmdline, run_id):
+        return (
+            BootStatus.OTHER_KERNEL,
+            f"the host came back without {run_marker(run_id)} on its command line: it "
+            "rebooted (panic=, watchdog or a reset) instead of running the kexec'd kernel",
         )
     if kernel.build_id is None:
         return BootStatus.BOOTED, "/proc/version matches"
@@ -188,6 +210,11 @@ def read_notes(shell: HostShell) -> str | None:
     return ran.stdout if ran.ok else None
 
 
+def read_cmdline(shell: HostShell) -> str | None:
+    ran = shell.run(["cat", "/proc/cmdline"], timeout_s=30)
+    return ran.stdout.strip() if ran.ok else None
+
+
 def kexec_boot(
     shell: HostShell,
     connect: Connector,
@@ -250,7 +277,8 @@ def kexec_boot(
         )
     new_shell, boot_id, version = back
     notes = read_notes(new_shell) if kernel.build_id else None
-    status, detail = verify(kernel, version, notes)
+    running = read_cmdline(new_shell) if run_id is not None else None
+    status, detail = verify(kernel, version, notes, cmdline=running, run_id=run_id)
     return (
         Boot(status, detail, seconds, cmdline, version, boot_id, log, crashes),
         new_shell,

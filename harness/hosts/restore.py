@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harness.errors import InfraError
-from harness.hosts.cmdline import reboot_argv
+from harness.hosts.cmdline import has_marker, reboot_argv
+from harness.hosts.deploy import read_cmdline
 from harness.hosts.shell import Connector, HostShell
 from harness.hosts.target import HostTarget
 from harness.hosts.wait import REAL_CLOCK, Clock, boot_facts, wait_for_boot
@@ -38,9 +39,21 @@ def restore(
     clock: Clock = REAL_CLOCK,
     poll_s: float = 5.0,
     run_local: Callable[[Sequence[str]], int] | None = None,
+    run_id: str | None = None,
 ) -> Restored:
-    """Bring the host back on its default kernel (one whose /proc/version does not
-    contain test_version). Says what happened; raises only for a broken reset command."""
+    """Bring the host back on its default kernel. Says what happened; raises only for a
+    broken reset command.
+
+    "On the test kernel" means: the boot's command line carries the run's marker (with
+    run_id; the kexec put it there, no boot loader does), else /proc/version contains
+    test_version. The marker also tells the two apart when they are the same build."""
+
+    def on_test_kernel(shell: HostShell, version: str) -> bool:
+        cmdline = read_cmdline(shell) if run_id is not None else None
+        if run_id is not None and cmdline is not None:
+            return has_marker(cmdline, run_id)
+        return test_version in version
+
     if target.restore == "never":
         return Restored("skipped", f"restore: never, {target.name} stays on the test kernel")
     deadline = deadline_s if deadline_s is not None else target.boot_timeout_s
@@ -73,7 +86,7 @@ def restore(
                     f"command (exit {code})"
                 )
         live, boot_id, version = back
-    if test_version not in version:
+    if not on_test_kernel(live, version):
         live.close()
         return Restored("restored", "on its default kernel", clock.now() - start, version)
     ran = live.run(reboot_argv(systemd), timeout_s=60)
@@ -85,9 +98,10 @@ def restore(
     )
     if back is None:
         return failed(f"{target.name} did not answer within {deadline:.0f}s of its reboot")
+    still = on_test_kernel(back[0], back[2])
     back[0].close()
     version = back[2]
-    if test_version in version:
+    if still:
         return Restored(
             "failed",
             f"{target.name} came back on the test kernel ({version})",

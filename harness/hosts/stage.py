@@ -125,12 +125,15 @@ class HostSession:
                 self.kernel_probe = probe.run(self.shell)
         return boot
 
-    def lacks(self, capability: str) -> str | None:
-        """Why a cell needing capability must skip on this host, or None."""
-        found = self.kernel_probe or self.host_probe
+    def lacks(self, capability: str, *, machine: bool = False) -> str | None:
+        """Why a cell needing capability must skip on this host, or None: on the test
+        kernel once deployed, else on the host's own; machine=True asks whether the
+        machine can do it at all (with a suitable kernel), from the host's own probe."""
+        found = self.host_probe if machine else self.kernel_probe or self.host_probe
         if found is None:
             return f"host {self.target.name} was not probed"
-        ok, why = found.capability(capability)
+        check = found.platform if machine else found.capability
+        ok, why = check(capability)
         return None if ok else f"host {self.target.name} lacks {capability.upper()}: {why}"
 
     def environment(self) -> dict[str, Any]:
@@ -160,6 +163,7 @@ class HostSession:
                     clock=self.clock,
                     poll_s=self.poll_s,
                     run_local=self.run_local,
+                    run_id=self.run_id,
                 )
         finally:
             self._release()

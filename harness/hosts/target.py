@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from harness.hosts import sshconfig
 from harness.remote import Endpoint
 
 RestorePolicy = Literal["always", "never"]
@@ -44,4 +45,10 @@ class HostTarget:
     def endpoint(self) -> Endpoint:
         """The SSH endpoint: the user's SSH config and known_hosts, never a lab key."""
         user, _, host = self.ssh.rpartition("@")
-        return Endpoint(host=host, user=user or None, use_ssh_config=True)
+        return Endpoint(
+            host=host,
+            user=user or None,
+            use_ssh_config=True,
+            # The lab's host VMs (`lab host-vm up`) are entries of the lab's own file.
+            ssh_config_files=(sshconfig.path(),),
+        )

@@ -77,7 +77,8 @@ class LabRunner:
             if m
             else buildlog.classify(out_text + "\n" + err_text)
         )
-        if code == 2 and failure.tree:
+        # lab build exits 1 when the tree does not compile (2 before it told them apart).
+        if code in (1, 2) and failure.tree:
             return Broken(failure.reason)
         return InfraFailure(f"lab build exit {code}: {_lab_error(err_text)}", "build")
 

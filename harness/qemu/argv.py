@@ -49,6 +49,9 @@ class Launch:
     # restrict=on. Off, the guest reaches nothing but its SSH forward: not the host's
     # loopback services through the user network's gateway, not the outside.
     network: bool = False
+    # False: a guest reboot (or a panic, with panic=-1) ends QEMU. True: the machine
+    # restarts on the same -kernel, as a lab host VM must across kexec and reboot.
+    reboot: bool = False
 
 
 def opt_value(path: Path | str) -> str:
@@ -102,7 +105,8 @@ def qemu_argv(launch: Launch) -> list[str]:
         "-machine", arch.HOST.qemu_machine,
         *launch.accel.argv,
         *smp_numa_args(vm.memory_mib, vm.cpus, vm.numa_nodes),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-nodefaults", "-no-user-config", "-display", "none",
+        *([] if launch.reboot else ["-no-reboot"]),
         "-kernel", str(launch.bzimage),
         "-append", " ".join(launch.cmdline),
         # The overlay is thrown away after the boot: no need to flush it to disk.

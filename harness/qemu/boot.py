@@ -78,6 +78,7 @@ def boot(
     initrd: Path | None = None,
     network: bool = False,
     on_retry: Callable[[str], None] | None = None,
+    reboot: bool = False,
 ) -> Machine:
     """Boot bzimage on a fresh overlay of image; return once SSH works.
 
@@ -91,6 +92,7 @@ def boot(
     Machine keeps the reason (its summary, environment and machine.json say it). The
     first attempt's console and QEMU output are kept beside the new ones (-attempt1).
     A kernel crash is the kernel's: never retried.
+    reboot=True keeps QEMU running across guest reboots (see Launch.reboot).
     """
     spec = lab.vm
     require_tools(spec.qemu, "qemu-img")
@@ -107,8 +109,9 @@ def boot(
         disk = new_overlay(image)
         try:
             machine = _start(
-                spec, chosen, bzimage, image, run_dir, disk, cmdline, tether, initrd, network
-            )
+                spec, chosen, bzimage, image, run_dir, disk, cmdline, tether, initrd, network,
+                reboot,
+            )  # fmt: skip
             try:
                 _wait_for_ssh(machine, spec)
                 break
@@ -236,6 +239,7 @@ def _start(
     tether: bool,
     initrd: Path | None,
     network: bool,
+    reboot: bool,
 ) -> Machine:
     console = run_dir / CONSOLE_LOG
     console.unlink(missing_ok=True)
@@ -253,6 +257,7 @@ def _start(
         cmdline=cmdline,
         initrd=initrd,
         network=network,
+        reboot=reboot,
     )
     argv = qemu_argv(launch)
     (run_dir / QEMU_CMDLINE).write_text(shlex.join(argv) + "\n")

@@ -1,7 +1,8 @@
 """The VM `lab boot --detach` leaves running, for `lab ssh` and `lab stop`.
 
 Its state is one JSON file in the cache; a state whose QEMU is gone (or whose pid now
-belongs to another process) is stale and removed.
+belongs to another process) is stale and removed. `lab host-vm` keeps its VMs' states
+the same way, one file per host VM (the `path` arguments).
 """
 
 from __future__ import annotations
@@ -73,15 +74,15 @@ def state_file() -> Path:
     return cache_dir("vm") / "current.json"
 
 
-def save_state(machine: Machine) -> Path:
-    path = state_file()
+def save_state(machine: Machine, path: Path | None = None) -> Path:
+    path = path or state_file()
     path.write_text(DetachedVm.of(machine).to_json())
     return path
 
 
-def load_state() -> DetachedVm | None:
+def load_state(path: Path | None = None) -> DetachedVm | None:
     """The detached VM's state if that VM still runs; a stale file is removed."""
-    path = state_file()
+    path = path or state_file()
     try:
         data = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
@@ -102,7 +103,7 @@ def _is_our_qemu(pid: int, qmp_socket: Path) -> bool:
     return any(os.fsencode(qmp_socket) in a for a in argv)
 
 
-def stop_detached(state: DetachedVm) -> None:
+def stop_detached(state: DetachedVm, path: Path | None = None) -> None:
     qmp.quit_vm(state.qmp_socket)
     deadline = time.monotonic() + STOP_GRACE_S
     while time.monotonic() < deadline and _is_our_qemu(state.pid, state.qmp_socket):
@@ -112,5 +113,5 @@ def stop_detached(state: DetachedVm) -> None:
         # process is not QEMU's parent, so there is nothing to reap.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(state.pid, signal.SIGKILL)
-    state_file().unlink(missing_ok=True)
+    (path or state_file()).unlink(missing_ok=True)
     discard_overlay(state.run_dir)

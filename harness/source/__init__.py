@@ -9,6 +9,7 @@ each kind to the function that prepares it:
              never share a cache key
     deb.py   a Debian source package, downloaded through a private apt configuration
              under the cache (no root, no change to the system's sources), unpacked once
+    mbox.py  a series from mail applied onto another kernel (harness/patchset.py)
 and beside them tree.py (SourceTree, the result every kind returns).
 
 A new kind is a field on config.KernelSource (and its KINDS), a module here with
@@ -26,7 +27,7 @@ from harness.cachelock import locked
 from harness.config import KernelSource, LabConfig
 from harness.errors import UserError
 from harness.paths import cache_dir
-from harness.source import deb, git, path
+from harness.source import deb, git, mbox, path
 from harness.source.tree import SourceTree
 
 
@@ -45,6 +46,8 @@ KINDS: dict[str, Kind] = {
     "git": Kind(git.prepare, cached=True),
     "path": Kind(path.prepare, cached=False),
     "deb": Kind(deb.prepare, cached=True),
+    # Its base takes its own lock; this one guards the series' worktree and builds.
+    "mbox": Kind(mbox.prepare, cached=True),
 }
 
 

@@ -2,19 +2,26 @@
 
 A dirty tree is recorded with a hash of its diff, so two builds of "the same commit"
 with different edits never share a cache key. Also what a `--kernel /path/to/linux`
-that names no lab.yaml kernel becomes.
+that names no lab.yaml kernel becomes. A tree whose real path kbuild cannot build from
+(spaces, colons, commas) is built from a mirror of it under the cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+from harness import names
+from harness.cachelock import locked
 from harness.config import KernelSource, LabConfig
 from harness.errors import UserError
+from harness.paths import cache_dir
+from harness.proc import run_logged
 from harness.source.git import describe, run_git
 from harness.source.tree import SourceTree, check_kernel_tree
 
@@ -24,6 +31,34 @@ def from_path(name: str, path: Path) -> SourceTree:
     if not path.is_dir():
         raise UserError(f"kernel path {path} does not exist", "pass an existing kernel tree")
     check_kernel_tree(path, "local path")
+    tree = _identify(name, path)
+    if KBUILD_SAFE.fullmatch(str(path)):
+        return tree
+    # kbuild refuses a source folder with spaces or colons (and make's functions split
+    # on commas): build a mirror of the tree under the cache instead, kept in step with
+    # rsync (mtimes kept, so builds stay incremental). Identity and origin stay the
+    # tree's own; only where make reads it from moves.
+    return dataclasses.replace(tree, path=mirror(path))
+
+
+# A source path kbuild and make's functions take as it is.
+KBUILD_SAFE = re.compile(r"[A-Za-z0-9._/+-]+")
+
+
+def mirror(path: Path) -> Path:
+    """A copy of the tree at path (without .git) under the cache, updated on every call."""
+    root = cache_dir("sources", "mirrors")
+    dest = root / names.hashed_slug(str(path), max_len=40)
+    with locked(dest.with_name(dest.name + ".lock"), f"mirror of {path}"):
+        run_logged(
+            ["rsync", "-a", "--delete", "--exclude=/.git", f"{path}/", f"{dest}/"],
+            log=dest.with_name(dest.name + ".log"),
+            label=f"source: mirror {path.name} (its path has characters kbuild refuses)",
+        )
+    return dest
+
+
+def _identify(name: str, path: Path) -> SourceTree:
     if not (path / ".git").exists() or shutil.which("git") is None:
         # Not a git checkout (e.g. an unpacked tarball): identify it by its content.
         digest = tree_hash(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 
 from tests.integration import twin_trees
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def ab_run() -> Iterator[tuple[Path, int, float, str]]:
     print(f"lab run --ab: exit {done.returncode} in {wall:.0f}s")
     (tmp / "ab.stderr").write_text(done.stderr)
     yield results, done.returncode, wall, done.stderr
-    shutil.rmtree(tmp, ignore_errors=True)
+    twin_trees.clean_up(tmp)
 
 
 def test_ab_report_leads_with_the_regressed_tests(ab_run: tuple[Path, int, float, str]) -> None:

@@ -7,7 +7,6 @@ boots it and runs the one test that catches the change.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from tests.integration import twin_trees
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 
 def test_bisect_finds_the_breaking_commit_in_at_most_4_builds() -> None:
@@ -55,4 +54,4 @@ def test_bisect_finds_the_breaking_commit_in_at_most_4_builds() -> None:
     assert twin_trees._git(repo, "rev-parse", "HEAD") == head
     assert twin_trees._git(repo, "status", "--porcelain", "--untracked-files=no") == ""
     (tmp / "bisect.stderr").write_text(done.stderr)
-    shutil.rmtree(tmp, ignore_errors=True)
+    twin_trees.clean_up(tmp)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import yaml
 from harness.paths import REPO_ROOT
 from tests.integration import twin_trees
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 COIN = ["sh", "-c", "test $(( $(od -An -N1 -tu1 /dev/urandom) % 3 )) -ne 0"]
 TEST = "sh -c 'test $(( $(od -An -N1 -tu1 /dev/urandom) % 3 )) -ne 0'"
@@ -88,5 +87,4 @@ def test_a_one_in_three_failure_is_flaky_with_its_rate() -> None:
     assert index["pass_rate"]["mainline-lab-qemu"] == pytest.approx(
         index["runs"] and sum(r["exit_code"] == 0 for r in index["runs"]) / len(index["runs"])
     )
-    (tmp / "matrix.md").write_text(md)
-    shutil.rmtree(tmp, ignore_errors=True)
+    twin_trees.clean_up(tmp)

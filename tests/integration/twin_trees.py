@@ -27,6 +27,15 @@ from harness.paths import REPO_ROOT, cache_root
 
 LAB = [sys.executable, "-m", "harness.cli"]
 FIXTURES = "histwire"
+# Set to keep a scenario's results folder (its reports) instead of removing it.
+KEEP_ENV = "GMEMLAB_KEEP_RESULTS"
+
+
+def clean_up(tmp: Path) -> None:
+    if os.environ.get(KEEP_ENV):
+        print(f"kept {tmp} ({KEEP_ENV} is set)")
+        return
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def lab(

@@ -32,6 +32,8 @@ $(O)/arch/x86/boot/bzImage: $(O)/.config $(CURDIR)/virt/kvm/guest_memfd.c
 \techo "  CC      virt/kvm/guest_memfd.o"
 \tif grep -q BROKEN $(CURDIR)/virt/kvm/guest_memfd.c; then \\
 \t    echo "guest_memfd.c:1: error: x" >&2; exit 2; fi
+\tif grep -q NOSPACE $(CURDIR)/virt/kvm/guest_memfd.c; then \\
+\t    echo "guest_memfd.o: fatal error: No space left on device" >&2; exit 2; fi
 \t$(CC) -c $(CURDIR)/virt/kvm/guest_memfd.c -o $(O)/guest_memfd.o
 \tif [ -f $(CURDIR)/concurrent.c ]; then \\
 \t    env -u CCACHE_STATSLOG ccache gcc -c $(CURDIR)/concurrent.c -o $(O)/concurrent.o; fi

@@ -86,6 +86,7 @@ class FakeBuild:
     selftests: dict[str, str]
     driver: str | None = None
     bzimage: Path = Path("/nonexistent/bzImage")
+    vmlinux: Path = Path("/nonexistent/vmlinux")
     manifest: Path = Path("/nonexistent/manifest.json")
     commit: str = "0123456789ab"
     describe: str = "v7.3"

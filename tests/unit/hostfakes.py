@@ -146,18 +146,19 @@ class FakeHost:
     def boot_id(self) -> str:
         return f"boot-{self.boots}"
 
-    def _go(self, version: str | None, after: float) -> None:
+    def _go(self, version: str | None, after: float, *, kexeced: bool = False) -> None:
         """The host goes down now and comes up `after` seconds later on version (None:
-        never)."""
+        never); kexeced: on the loaded kernel's command line, else on the boot
+        loader's (the default one)."""
         self.boots += 1
         self.up_at = float("inf") if version is None else self.clock.now() + after
         self.version = version or ""
-        if version == TEST_VERSION and self.loaded:
+        if kexeced and self.loaded:
             self.cmdline = self.loaded[3].removeprefix("--command-line=")
-        elif version is not None and self.probe_text:
+        elif version is not None:
             from harness.hosts import probe_parse
 
-            self.cmdline = probe_parse.parse(self.probe_text).cmdline
+            self.cmdline = probe_parse.parse(self.probe_text).cmdline if self.probe_text else ""
         self._new_boot_files()
 
     def connect(self, deadline_s: float) -> FakeShell:
@@ -215,11 +216,13 @@ class FakeShell(ScriptedShell):
             if kexec:
                 version = {"boots": TEST_VERSION, "hangs": None, "panics": DEFAULT_VERSION}
                 after = h.boot_s * (2 if h.on_kexec == "panics" else 1)
-                h._go(version[h.on_kexec], after)
+                h._go(version[h.on_kexec], after, kexeced=h.on_kexec == "boots")
                 h.loaded = None
             else:
                 h._go(DEFAULT_VERSION, h.boot_s)
             return self._ran(argv, None if h.switch_returns_lost else 0)
+        if argv == ["cat", "/proc/cmdline"]:
+            return self._ran(argv, 0, h.cmdline + "\n")
         if argv[:2] == ["cat", "/proc/sys/kernel/random/boot_id"]:
             return self._ran(argv, 0, f"{h.boot_id}\n{h.version}\n")
         if argv[0] == "od":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import bisect, cli, config, runner, selection
+from harness import bisect, bisect_step, cli, config, runner, selection
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.progress import Progress
@@ -184,7 +184,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path: Path, lab: LabConfig) ->
     ],
 )
 def test_judge(code: int, build: str, reason: str, says: str) -> None:
-    assert bisect.judge(code, build, reason) == says
+    assert bisect_step.judge(code, build, reason) == says
 
 
 def test_step_runs_the_one_test_and_records_itself(
@@ -203,18 +203,18 @@ def test_step_runs_the_one_test_and_records_itself(
         rec.add(TestResult("gmem-ioctl", "test_file_size", Outcome.FAIL))
         return rec.finish(True).exit_code
 
-    monkeypatch.setattr(bisect, "_run", fake_run)
+    monkeypatch.setattr(bisect_step, "_run", fake_run)
     folder = tmp_path / "results" / "bisect-x"
     folder.mkdir(parents=True)
     argv = ["bisect", "--step", "--kernel", str(repo), "--test", str(SEL)]
     argv += ["--results", str(folder), "--history", str(tmp_path / "results")]
-    assert cli.main(argv) == bisect.EXIT_BAD
+    assert cli.main(argv) == bisect_step.EXIT_BAD
     ((narrowed, req),) = seen
     assert set(narrowed.suites) == {"gmem-ioctl"}
     assert narrowed.suites["gmem-ioctl"].tests == ["test_guest_memfd.py::test_file_size"]
     assert req.kernel == str(repo) and req.suites == ("gmem-ioctl",)
     assert req.history_root == tmp_path / "results" and req.results_root == folder
-    (step,) = bisect.load_steps(folder)
+    (step,) = bisect_step.load_steps(folder)
     assert step.says == "bad" and step.build == "ok" and step.subject == "change 8"
     assert step.run_id == f"step-01-{step.commit[:12]}"
 
@@ -226,9 +226,9 @@ def test_step_without_a_summary_is_a_skip(
     make_repo(repo)
     folder = tmp_path / "b"
     folder.mkdir()
-    code = bisect.step(lab, SEL, repo, "lab", folder, tmp_path, Progress(io.StringIO()),
-                       lambda lab_, req, p: 2)  # fmt: skip
-    assert code == bisect.EXIT_SKIP
+    code = bisect_step.step(lab, SEL, repo, "lab", folder, tmp_path, Progress(io.StringIO()),
+                            lambda lab_, req, p: 2)  # fmt: skip
+    assert code == bisect_step.EXIT_SKIP
 
 
 def test_step_argv_calls_this_lab(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import build, cli, config, kmake, kselftest_build
-from harness.errors import InfraError, UserError
+from harness.errors import InfraError, TreeError, UserError
 from harness.paths import cache_dir, cache_root
 from harness.source import prepare_source
 from harness.source.path import from_path
@@ -160,14 +160,43 @@ def test_failed_build_leaves_a_failed_manifest(lab_file: Path, tree: Path) -> No
     lab = config.load(lab_file)
     good = build_kernel(lab, "dev", "lab")
     (tree / "virt/kvm/guest_memfd.c").write_text("BROKEN\n")
-    with pytest.raises(InfraError) as err:
+    with pytest.raises(TreeError) as err:
         build_kernel(lab, "dev", "lab")
-    assert "error: x" in err.value.message  # the log tail is quoted
+    assert "error: x" in err.value.message  # the compiler's line is quoted
     data = json.loads(good.manifest.read_text())
     assert data["status"] == "failed" and data["failed_phase"] == "kernel"
+    assert data["failure"]["tree"] is True
     assert data["source"]["dirty"] is True
     with pytest.raises(UserError, match="not a finished build"):
         build.load_build(good.manifest)
+
+
+def test_a_tree_that_does_not_compile_is_a_finding(
+    lab_file: Path, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tree / "virt/kvm/guest_memfd.c").write_text("BROKEN\n")
+    with pytest.raises(TreeError) as err:
+        build_kernel(config.load(lab_file), "dev", "lab")
+    assert err.value.exit_code == 1
+    (finding,) = err.value.findings
+    assert (finding.suite, finding.name) == ("build", "kernel")
+    assert finding.excerpt.splitlines()[0] == "guest_memfd.c:1: error: x"
+    assert finding.log is not None and "error: x" in finding.log.read_text()
+    # `lab build`: exit 1 (a finding), the compiler's line in its message.
+    code = cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", "lab"])
+    assert code == 1
+    assert "guest_memfd.c:1: error: x" in capsys.readouterr().err
+
+
+def test_a_full_disk_during_make_stays_an_infrastructure_error(
+    lab_file: Path, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tree / "virt/kvm/guest_memfd.c").write_text("NOSPACE\n")
+    with pytest.raises(InfraError) as err:
+        build_kernel(config.load(lab_file), "dev", "lab")
+    assert not isinstance(err.value, TreeError)
+    code = cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", "lab"])
+    assert code == 2
 
 
 def test_git_source_builds_key_on_commit(tmp_path: Path, tree: Path) -> None:
@@ -289,3 +318,27 @@ def test_run_logged_timeout_kills_the_whole_process_group(tmp_path: Path) -> Non
             return
         time.sleep(0.1)
     pytest.fail("the command's background child survived the timeout")
+
+
+def test_a_tree_at_a_path_kbuild_refuses_builds_from_a_mirror(
+    tmp_path: Path, lab_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Spaces, a comma and '..' in --kernel: kbuild cannot build from such a folder,
+    so the lab builds from an rsync mirror under the cache; nothing lands elsewhere."""
+    real = make_tree(tmp_path / "my tree, v1" / "linux", git=True)
+    hostile = f"{tmp_path}/my tree, v1/../my tree, v1/linux"
+    lab_file = write_lab(tmp_path / "lab", {"dev": {"path": str(real)}}, {"lab": LAB_FRAGMENT})
+    before = sorted(p.name for p in real.parent.iterdir())
+    assert cli.main(["--lab", str(lab_file), "build", "--kernel", hostile]) == 0
+    manifest = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    data = json.loads(manifest.read_text())
+    assert data["source"]["origin"] == str(real) and data["source"]["kind"] == "path"
+    assert Path(data["source"]["path"]).is_relative_to(lab_cache / "sources" / "mirrors")
+    assert manifest.is_relative_to(lab_cache / "builds")
+    assert " " not in manifest.parent.name and "," not in manifest.parent.name
+    assert sorted(p.name for p in real.parent.iterdir()) == before  # nothing written there
+    # An edit in the real tree reaches the next build through the mirror.
+    (real / "virt/kvm/guest_memfd.c").write_text("/* edited */\n")
+    assert cli.main(["--lab", str(lab_file), "build", "--kernel", hostile]) == 0
+    again = build.load_build(Path(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert "/* edited */" in again.vmlinux.read_text() and again.dirty

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import ci, cli, config, matrix
+from harness import ci, cli, config, matrix_grid
 from harness.build import load_build
 from harness.errors import InfraError, UserError
 from harness.paths import REPO_ROOT
@@ -27,7 +27,7 @@ LAB = config.load(REPO_ROOT / "lab.yaml")
 
 def child_for(name: str = "nightly", label: str | None = "checkout") -> dict[str, Any]:
     kernel = ci.CHECKOUT if label else None
-    entries = matrix.cell_list(LAB, name, kernel, label)
+    entries = matrix_grid.cell_list(LAB, name, kernel, label)
     return ci.gitlab_child(entries, name, ci.cache_key(LAB.root), label)
 
 
@@ -86,6 +86,7 @@ def test_child_fans_out_one_build_per_key_and_one_job_per_cell() -> None:
         assert job["artifacts"]["when"] == "always"
         assert job["artifacts"]["reports"]["junit"] == f"results/{cell}/*/junit.xml"
         assert job["variables"]["GMEMLAB_SUITES"] == ",".join(LAB.defaults.suites)
+        assert job["variables"]["GMEMLAB_TARGET"] == cell.rsplit("-", 1)[1]
     for job in [*builds.values(), *cells.values()]:
         # Exit 2 only: GitLab retries when *either* retry:when or exit_codes matches, so
         # adding `when: script_failure` would retry test failures (exit 1) too.
@@ -109,7 +110,7 @@ def test_child_for_lab_yaml_kernels_and_for_a_large_matrix() -> None:
     }
     assert kernels == set(LAB.matrix["nightly"].kernels)
     assert jobs(child)["matrix-report"]["variables"] == {}
-    many = [matrix.CellEntry(f"c{i}", "k", "lab", "qemu", "k-lab", ("s",)) for i in range(60)]
+    many = [matrix_grid.CellEntry(f"c{i}", "k", "lab", "qemu", "k-lab", ("s",)) for i in range(60)]
     report = ci.gitlab_child(many, "big", "key", None)["matrix-report"]
     assert "needs" not in report  # over GitLab's needs limit: stage order instead
 
@@ -312,6 +313,7 @@ from pathlib import Path
 from harness.results import Outcome, Recorder, TestResult
 args = sys.argv[1:]
 if args[0] == "run":
+    assert args[args.index("--target") + 1] == "qemu", args
     results = Path(args[args.index("--results") + 1])
     results.mkdir(parents=True, exist_ok=True)
     rec = Recorder(results, "k-lab-qemu", run_id="run1")

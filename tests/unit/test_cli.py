@@ -113,3 +113,25 @@ def test_bad_lab_file_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert cli.main(["--lab", str(tmp_path), "image"]) == 3
     err = capsys.readouterr().err
     assert f"lab: {tmp_path}: is a directory" in err and "Traceback" not in err
+
+
+def test_run_target_and_wait_reach_the_request(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from harness import runner
+
+    seen: list[runner.RunRequest] = []
+
+    def fake_run(lab: LabConfig, req: runner.RunRequest, progress: object = None) -> int:
+        seen.append(req)
+        return 0
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    args = ["run", "--kernel", "mainline", "--results", str(tmp_path)]
+    assert cli.main([*args, "--target", "hv1", "--wait", "30"]) == 0
+    assert cli.main(args) == 0
+    assert [(r.target, r.wait_s, r.cell) for r in seen] == [
+        ("hv1", 30.0, "mainline-lab-hv1"),
+        ("qemu", 0.0, "mainline-lab-qemu"),  # lab.yaml's defaults.target
+    ]
+    assert cli.main([*args, "--wait", "-1"]) == 3

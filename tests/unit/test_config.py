@@ -58,7 +58,7 @@ def test_kernel_needs_exactly_one_source(tmp_path: Path) -> None:
     data = minimal()
     data["kernels"] = {"both": {"path": "/a", "deb": {"package": "p", "suite": "s"}}}
     data["defaults"] = {**data["defaults"], "kernel": "both"}  # type: ignore[dict-item]
-    with pytest.raises(UserError, match="exactly one of git, path or deb"):
+    with pytest.raises(UserError, match="exactly one of git, path, deb or mbox"):
         config.load(write_lab(tmp_path, data))
 
 
@@ -249,3 +249,121 @@ def test_host_named_qemu_is_refused(tmp_path: Path) -> None:
     data["hosts"] = {"qemu": {"ssh": "box"}}
     with pytest.raises(UserError, match=r"hosts\.qemu: 'qemu' names the lab VM target"):
         config.load(write_lab(tmp_path, data))
+
+
+def test_a_host_with_every_setting_loads(tmp_path: Path) -> None:
+    data = minimal()
+    data["hosts"] = {
+        "tdx-1": {
+            "ssh": "root@tdx-1",
+            "capabilities": ["tdx"],
+            "console": ["ipmitool", "-I", "lanplus", "-H", "tdx-1-bmc", "-E", "sol", "activate"],
+            "reset": ["ipmitool", "-H", "tdx-1-bmc", "-E", "chassis", "power", "cycle"],
+            "restore": "never",
+            "boot_timeout_s": 900,
+            "cmdline_extra": ["console=ttyS1,115200n8"],
+            "initrd": "host",
+        }
+    }
+    data["configs"] = {"lab": {"fragments": ["lab.config"], "needs": ["tdx"]}}
+    lab = config.load(write_lab(tmp_path, data))
+    host = lab.hosts["tdx-1"]
+    assert host.capabilities == ["tdx"] and host.restore == "never" and host.initrd == "host"
+    assert host.console[-1] == "activate" and host.cmdline_extra == ["console=ttyS1,115200n8"]
+    assert lab.configs["lab"].needs == ["tdx"]
+    # Defaults: restore always, no initramfs, 10 minutes to boot.
+    plain = config.HostSpec(ssh="box")
+    assert (plain.restore, plain.initrd, plain.boot_timeout_s) == ("always", "none", 600)
+
+
+@pytest.mark.parametrize(
+    ("host", "where", "says"),
+    [
+        ({"capabilities": ["tdx2"]}, "hosts.box.capabilities[0]", "'kvm', 'kexec', 'tdx'"),
+        ({"cmdline_extra": ["a b"]}, "hosts.box.cmdline_extra[0]", "one kernel parameter"),
+        ({"cmdline_extra": ['x="y"']}, "hosts.box.cmdline_extra[0]", "no quotes"),
+        ({"console": ["", "sol"]}, "hosts.box", "console: argv[0] is empty"),
+        ({"restore": "sometimes"}, "hosts.box.restore", "'always' or 'never'"),
+        ({"initrd": "/boot/x"}, "hosts.box.initrd", "'none' or 'host'"),
+        ({"boot_timeout_s": 5}, "hosts.box.boot_timeout_s", "greater than or equal to 30"),
+    ],
+)
+def test_host_settings_are_checked_at_load(
+    tmp_path: Path, host: dict[str, object], where: str, says: str
+) -> None:
+    data = minimal()
+    data["hosts"] = {"box": {"ssh": "box", **host}}
+    with pytest.raises(UserError) as err:
+        config.load(write_lab(tmp_path, data))
+    assert where in err.value.message and says in err.value.message, err.value.message
+
+
+def test_capability_names_are_the_probes() -> None:
+    from typing import get_args
+
+    from harness.config.checks import Capability
+    from harness.hosts.capabilities import CAPABILITIES
+
+    assert get_args(Capability) == CAPABILITIES
+
+
+def test_a_config_needs_only_known_capabilities(tmp_path: Path) -> None:
+    data = minimal()
+    data["configs"] = {"lab": {"fragments": ["lab.config"], "needs": ["TDX"]}}
+    with pytest.raises(UserError, match=r"configs\.lab\.needs\[0\]"):
+        config.load(write_lab(tmp_path, data))
+
+
+def with_kernels(kernels: dict[str, object]) -> dict[str, object]:
+    data = minimal()
+    data["kernels"] = {"local": {"path": "/src/linux"}, **kernels}
+    return data
+
+
+def test_mbox_kernel_and_expect_load(tmp_path: Path) -> None:
+    data = with_kernels(
+        {
+            "v2": {"mbox": {"file": "series.mbox", "base": "local"}, "expect": ["attrs2_gmem"]},
+            "v8": {"mbox": {"message_id": "<20260618-x-v8-0-abc@google.com>", "base": "local"}},
+        }
+    )
+    lab = config.load(write_lab(tmp_path, data))
+    v2 = lab.kernels["v2"]
+    assert v2.kind == "mbox" and v2.mbox is not None and v2.mbox.base == "local"
+    assert v2.expect == ["attrs2_gmem"] and lab.kernels["local"].expect == []
+    assert lab.kernels["v8"].mbox is not None
+
+
+@pytest.mark.parametrize(
+    ("mbox", "problem"),
+    [
+        ({"file": "s.mbox", "base": "nope"}, "kernels.bad.mbox.base: unknown kernel 'nope'"),
+        ({"file": "s.mbox", "base": "other"}, "'other' is an mbox kernel itself"),
+        ({"base": "local"}, "give exactly one of file (an mbox) or message_id"),
+        (
+            {"file": "s.mbox", "message_id": "a@b", "base": "local"},
+            "give exactly one of file (an mbox) or message_id",
+        ),
+        ({"message_id": "--exec=x", "base": "local"}, "is not a Message-ID"),
+        ({"message_id": "a b@c", "base": "local"}, "is not a Message-ID"),
+        ({"file": "s.mbox", "base": "../x"}, "kernels.bad.mbox.base"),
+    ],
+)
+def test_mbox_kernel_mistakes_are_named(
+    tmp_path: Path, mbox: dict[str, object], problem: str
+) -> None:
+    data = with_kernels(
+        {"other": {"mbox": {"file": "o.mbox", "base": "local"}}, "bad": {"mbox": mbox}}
+    )
+    with pytest.raises(UserError) as err:
+        config.load(write_lab(tmp_path, data))
+    assert problem in err.value.message
+
+
+def test_expect_names_are_the_probes(tmp_path: Path) -> None:
+    data = with_kernels({"x": {"path": "/x", "expect": ["attrs2_gmem", "attrs_2"]}})
+    with pytest.raises(UserError) as err:
+        config.load(write_lab(tmp_path, data))
+    assert "kernels.x.expect[1]" in err.value.message
+    assert "'attrs_2' is not a feature the guest probe reports" in err.value.message
+    assert "attrs2_gmem" in err.value.message  # the known names are listed

@@ -17,6 +17,7 @@ from harness.hosts.shell import HostShell
 from harness.hosts.target import HostTarget
 from harness.remote import Ran
 from harness.results import Outcome
+from tests.unit import hostfakes
 from tests.unit.hostfakes import (
     DEFAULT_VERSION,
     TEST_VERSION,
@@ -193,7 +194,36 @@ def test_kexec_boot_checks_the_build_id(tmp_path: Path) -> None:
     result, _ = boot(tmp_path, host, clock, under_test=kernel(tmp_path, KERNEL_ID))
     assert result.status is deploy.BootStatus.WRONG_BUILD
     assert result.outcome is Outcome.ERROR
-    assert host.calls[-1] == ["od", "-An", "-tx1", "-v", "/sys/kernel/notes"]
+    assert ["od", "-An", "-tx1", "-v", "/sys/kernel/notes"] in host.calls
+
+
+def test_a_panic_reboot_into_the_same_build_is_not_a_boot_of_the_test_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The host's default kernel is the very build under test: only the run's marker on
+    # the command line tells the kexec'd boot from the reboot that panic=30 caused.
+    monkeypatch.setattr(hostfakes, "DEFAULT_VERSION", TEST_VERSION)
+    clock = FakeClock()
+    host = FakeHost(clock, on_kexec="panics")
+    result, shell = boot(tmp_path, host, clock)
+    assert host.version == TEST_VERSION and "gmemlab.run" not in host.cmdline
+    assert result.status is deploy.BootStatus.OTHER_KERNEL and result.outcome is Outcome.CRASH
+    assert "without gmemlab.run=run-1 on its command line" in result.detail
+    got = restore(host, clock, shell, run_id="run-1")
+    assert got.status == "restored" and got.detail == "on its default kernel"
+
+
+def test_restore_of_the_same_build_goes_by_the_marker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hostfakes, "DEFAULT_VERSION", TEST_VERSION)
+    clock = FakeClock()
+    host = FakeHost(clock)
+    result, shell = boot(tmp_path, host, clock)
+    assert result.status is deploy.BootStatus.BOOTED
+    got = restore(host, clock, shell, run_id="run-1")
+    assert got.status == "restored" and got.detail == "rebooted into its default kernel"
+    assert ["systemctl", "--no-block", "reboot"] in host.calls
 
 
 def test_a_hung_kernel_is_a_crash_with_the_console(tmp_path: Path) -> None:
@@ -313,7 +343,11 @@ def test_switch_without_systemd_detaches_the_jump(tmp_path: Path) -> None:
 
 
 def restore(
-    host: FakeHost, clock: FakeClock, shell: object, target: HostTarget = TARGET
+    host: FakeHost,
+    clock: FakeClock,
+    shell: object,
+    target: HostTarget = TARGET,
+    run_id: str | None = None,
 ) -> host_restore.Restored:
     return host_restore.restore(
         shell,  # type: ignore[arg-type]
@@ -323,6 +357,7 @@ def restore(
         test_version=TEST_VERSION,
         clock=wait.Clock(clock.now, clock.sleep),
         run_local=host.reset,
+        run_id=run_id,
     )
 
 

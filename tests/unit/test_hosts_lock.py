@@ -229,8 +229,12 @@ def test_only_one_of_many_concurrent_takers_wins(run_dir: Path) -> None:
     winners: list[str] = []
     losers: list[str] = []
 
+    # Made before the threads start: make() (re)writes the fake /proc files, and a
+    # thread rewriting boot_id while another reads it would fake a host reboot.
+    locks = [make(run_dir, lab_host=f"lab-{i}", pid=1000 + i) for i in range(8)]
+
     def take(i: int) -> None:
-        lk = make(run_dir, lab_host=f"lab-{i}", pid=1000 + i)
+        lk = locks[i]
         try:
             winners.append(lk.acquire(LocalShell(), f"run-{i}", BOOT).owner.run_id)
         except hlock.HostBusy:

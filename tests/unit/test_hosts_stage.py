@@ -175,3 +175,18 @@ def test_host_without_kexec_is_refused(tmp_path: Path) -> None:
         session(tmp_path, host, clock, lock, target),
     ):
         raise AssertionError("not reached")
+
+
+def test_lacks_for_the_machine_reads_the_hosts_own_probe(tmp_path: Path) -> None:
+    # The test kernel lacks TDX, the machine does not: a cell can tell the two apart.
+    host, clock, lock = setup(tmp_path, test_golden="intel-no-tdx")
+    with session(tmp_path, host, clock, lock) as s:
+        assert s.lacks("tdx", machine=True) is None
+        s.deploy(kernel(tmp_path))
+        assert s.lacks("tdx", machine=True) is None
+        assert s.lacks("tdx") is not None
+    host, clock, lock = setup(tmp_path / "b", golden="intel-no-tdx")
+    target = dataclasses.replace(TARGET, capabilities=())
+    with session(tmp_path / "b", host, clock, lock, target) as s:
+        why = s.lacks("tdx", machine=True)
+        assert why is not None and why.startswith("host tdx-1 lacks TDX: ")

@@ -186,3 +186,20 @@ def test_export_command_writes_a_file(tmp_path: Path, capsys: pytest.CaptureFixt
     assert doc["checkouts"][0]["misc"]["merge_base"] == COMMIT
     assert "9 tests, build PASS" in capsys.readouterr().err
     assert cli.main(["export", "kcidb", str(run), "--origin", "UPPER"]) == 3
+
+
+def test_a_series_that_did_not_apply_is_an_invalid_checkout(tmp_path: Path) -> None:
+    """No build manifest (nothing was built): the run's own series record says why."""
+    rec = Recorder(tmp_path, "hello-lab-qemu", run_id="r")
+    rec.series(
+        [
+            {"index": 1, "subject": "KVM: a", "message_id": "<a@example.org>", "status": "failed"},
+            {"index": 2, "subject": "KVM: b", "message_id": "<b@example.org>",
+             "status": "not-tried"},
+        ]
+    )  # fmt: skip
+    rec.add(TestResult("series", "patch 1", Outcome.FAIL, "patch 1/2 'KVM: a' does not apply"))
+    rec.finish(complete=True)
+    (checkout,) = kcidb.export(rec.root)["checkouts"]
+    assert checkout["valid"] is False and checkout["message_id"] == "a@example.org"
+    assert [p["status"] for p in checkout["misc"]["patches"]] == ["failed", "not-tried"]

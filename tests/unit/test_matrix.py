@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import config, matrix, runner
+from harness import config, matrix, matrix_grid, matrix_index, runner
 from harness.errors import UserError
 
 
@@ -52,7 +52,7 @@ def fake_runs(codes: dict[str, list[int]]) -> tuple[matrix.RunCell, list[runner.
 
 
 def test_cells_are_the_product_in_order(tmp_path: Path) -> None:
-    grid, suites = matrix.cells(lab_with(tmp_path), "nightly")
+    grid, suites = matrix_grid.cells(lab_with(tmp_path), "nightly")
     assert [c.name for c in grid] == [
         "a-lab-qemu",
         "a-debug-qemu",
@@ -62,12 +62,23 @@ def test_cells_are_the_product_in_order(tmp_path: Path) -> None:
     assert suites == ("s",)
 
 
-def test_unknown_matrix_and_host_targets_are_user_errors(tmp_path: Path) -> None:
-    lab = lab_with(tmp_path, targets="[qemu, tdx-1]")
+def test_unknown_matrix_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown matrix 'weekly'"):
-        matrix.cells(lab, "weekly")
-    with pytest.raises(UserError, match="bare-metal targets tdx-1 cannot run yet"):
-        matrix.cells(lab, "nightly")
+        matrix_grid.cells(lab_with(tmp_path), "weekly")
+
+
+def test_host_targets_run_beside_the_vm(tmp_path: Path) -> None:
+    lab = lab_with(tmp_path, targets="[qemu, tdx-1]")
+    seen: list[runner.RunRequest] = []
+
+    def run_cell(lab: config.LabConfig, req: runner.RunRequest) -> int:
+        seen.append(req)
+        return 0
+
+    assert matrix.run_matrix(lab, "nightly", tmp_path / "r", run_cell=run_cell) == 0
+    got = [(r.run_id, r.target, r.cell) for r in seen[:2]]
+    assert got == [("a-lab-qemu", "qemu", "a-lab-qemu"), ("a-lab-tdx-1", "tdx-1", "a-lab-tdx-1")]
+    assert len(seen) == 8
 
 
 def test_every_cell_runs_once_and_worst_exit_wins(tmp_path: Path) -> None:
@@ -100,13 +111,34 @@ def test_repeat_gives_a_pass_rate(tmp_path: Path) -> None:
 
 
 def test_combined_exit_precedence() -> None:
-    assert matrix.combined_exit([0, 1, 2, 3]) == 3
-    assert matrix.combined_exit([1, 2]) == 2
-    assert matrix.combined_exit([0, 1]) == 1
-    assert matrix.combined_exit([0, 0]) == 0
-    assert matrix.combined_exit([]) == 0
+    assert matrix_index.combined_exit([0, 1, 2, 3]) == 3
+    assert matrix_index.combined_exit([1, 2]) == 2
+    assert matrix_index.combined_exit([0, 1]) == 1
+    assert matrix_index.combined_exit([0, 0]) == 0
+    assert matrix_index.combined_exit([]) == 0
 
 
 def test_repeat_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--repeat 0"):
         matrix.run_matrix(lab_with(tmp_path), "nightly", tmp_path / "r", repeat=0)
+
+
+def test_a_tree_path_replaces_the_matrix_kernels(tmp_path: Path) -> None:
+    lab = lab_with(tmp_path)
+    tree = tmp_path / "my tree, v1" / ".." / "my tree, v1" / "linux"
+    seen: list[runner.RunRequest] = []
+
+    def run_cell(lab_: config.LabConfig, req: runner.RunRequest) -> int:
+        seen.append(req)
+        assert req.run_id is not None
+        (req.results_root / req.run_id).mkdir(parents=True)
+        return 0
+
+    results = tmp_path / "results"
+    code = matrix.run_matrix(lab, "nightly", results, run_cell=run_cell, kernel=str(tree))
+    assert code == 0
+    assert [r.kernel for r in seen] == [str(tree), str(tree)]  # one per config
+    for r in seen:
+        assert r.run_id is not None and "/" not in r.run_id and " " not in r.run_id
+        assert r.run_id.startswith("linux-") and r.run_id == r.cell
+        assert (results / next(results.iterdir()).name / r.run_id).is_dir()

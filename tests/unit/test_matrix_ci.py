@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, config, junit, matrix
+from harness import cli, config, junit, matrix_grid, matrix_merge
 from harness.commands.matrix import listing
 from harness.errors import UserError
 from harness.paths import REPO_ROOT
@@ -18,7 +18,7 @@ from tests.unit.test_matrix import lab_with
 
 
 def test_list_has_one_entry_per_cell_with_its_build(tmp_path: Path) -> None:
-    entries = matrix.cell_list(lab_with(tmp_path), "nightly")
+    entries = matrix_grid.cell_list(lab_with(tmp_path), "nightly")
     assert [(e.cell, e.kernel, e.config, e.target, e.build_key) for e in entries] == [
         ("a-lab-qemu", "a", "lab", "qemu", "a-lab"),
         ("a-debug-qemu", "a", "debug", "qemu", "a-debug"),
@@ -30,29 +30,29 @@ def test_list_has_one_entry_per_cell_with_its_build(tmp_path: Path) -> None:
 
 def test_a_checkout_replaces_the_matrix_kernels(tmp_path: Path) -> None:
     lab = lab_with(tmp_path)
-    entries = matrix.cell_list(lab, "nightly", kernel="/builds/group/linux")
+    entries = matrix_grid.cell_list(lab, "nightly", kernel="/builds/group/linux")
     assert [e.cell for e in entries] == ["linux-lab-qemu", "linux-debug-qemu"]
     assert {e.kernel for e in entries} == {"/builds/group/linux"}
-    named = matrix.cell_list(lab, "nightly", "/k", label="checkout")
+    named = matrix_grid.cell_list(lab, "nightly", "/k", label="checkout")
     assert [e.build_key for e in named] == ["checkout-lab", "checkout-debug"]
     with pytest.raises(UserError, match="not a safe name"):
-        matrix.cell_list(lab, "nightly", "/k", label="../evil")
+        matrix_grid.cell_list(lab, "nightly", "/k", label="../evil")
 
 
 def test_cells_that_share_a_build_share_its_key() -> None:
     entries = [
-        matrix.CellEntry("k-lab-qemu", "k", "lab", "qemu", "k-lab", ("s",)),
-        matrix.CellEntry("k-lab-tdx-1", "k", "lab", "tdx-1", "k-lab", ("s",)),
-        matrix.CellEntry("k-debug-qemu", "k", "debug", "qemu", "k-debug", ("s",)),
+        matrix_grid.CellEntry("k-lab-qemu", "k", "lab", "qemu", "k-lab", ("s",)),
+        matrix_grid.CellEntry("k-lab-tdx-1", "k", "lab", "tdx-1", "k-lab", ("s",)),
+        matrix_grid.CellEntry("k-debug-qemu", "k", "debug", "qemu", "k-debug", ("s",)),
     ]
-    assert matrix.builds_of(entries) == [
+    assert matrix_grid.builds_of(entries) == [
         {"build_key": "k-lab", "kernel": "k", "config": "lab"},
         {"build_key": "k-debug", "kernel": "k", "config": "debug"},
     ]
 
 
 def test_list_formats_come_from_one_list(tmp_path: Path) -> None:
-    entries = matrix.cell_list(lab_with(tmp_path), "nightly")
+    entries = matrix_grid.cell_list(lab_with(tmp_path), "nightly")
     as_json = json.loads(listing(entries, "json"))
     assert as_json[0] == {
         "cell": "a-lab-qemu",
@@ -95,10 +95,10 @@ def test_report_merges_cells_into_one_verdict_and_one_junit(tmp_path: Path) -> N
     results = tmp_path / "results"
     cell_run(results / "linux-lab-qemu", "x-lab-qemu", [Outcome.PASS, Outcome.SKIP])
     cell_run(results / "linux-debug-qemu", "x-debug-qemu", [Outcome.PASS, Outcome.CRASH])
-    expected = matrix.cell_list(lab_with(tmp_path), "nightly", "/b/linux")
-    expected.append(matrix.CellEntry("linux-tdx-qemu", "/b/linux", "tdx", "qemu", "t", ()))
+    expected = matrix_grid.cell_list(lab_with(tmp_path), "nightly", "/b/linux")
+    expected.append(matrix_grid.CellEntry("linux-tdx-qemu", "/b/linux", "tdx", "qemu", "t", ()))
     out = tmp_path / "report"
-    code = matrix.merge_report([results], out, "ci", expected)
+    code = matrix_merge.merge_report([results], out, "ci", expected)
     # A cell with no run is missing (2), which outranks the crash (1).
     assert code == 2
     index = json.loads((out / "matrix.json").read_text())
@@ -124,7 +124,7 @@ def test_report_counts_each_run_once_and_orders_attempts(tmp_path: Path) -> None
     second = cell_run(results, "c-lab-qemu", [Outcome.PASS], run_id="20260101-000001-00002")
     assert (results / "latest").is_symlink()
     # The same folder twice (and through the latest link) is still one run.
-    code = matrix.merge_report([results, second], tmp_path / "o", "ci")
+    code = matrix_merge.merge_report([results, second], tmp_path / "o", "ci")
     index = json.loads((tmp_path / "o" / "matrix.json").read_text())
     assert [(r["attempt"], r["exit_code"]) for r in index["runs"]] == [(1, 2), (2, 0)]
     assert index["pass_rate"] == {"c-lab-qemu": 0.5}
@@ -133,18 +133,18 @@ def test_report_counts_each_run_once_and_orders_attempts(tmp_path: Path) -> None
 
 def test_report_refuses_what_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no such folder"):
-        matrix.merge_report([tmp_path / "nope"], tmp_path / "o", "ci")
+        matrix_merge.merge_report([tmp_path / "nope"], tmp_path / "o", "ci")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "summary.json").write_text("{not json")
     with pytest.raises(UserError, match="not a gmemlab summary"):
-        matrix.merge_report([bad], tmp_path / "o", "ci")
+        matrix_merge.merge_report([bad], tmp_path / "o", "ci")
 
 
 def test_an_unreadable_cell_junit_is_an_error_case(tmp_path: Path) -> None:
     run = cell_run(tmp_path / "r", "c-lab-qemu", [Outcome.PASS])
     (run / "junit.xml").write_text("<testsuites><broken")
-    matrix.merge_report([run], tmp_path / "o", "ci")
+    matrix_merge.merge_report([run], tmp_path / "o", "ci")
     root = ET.parse(tmp_path / "o" / "junit.xml").getroot()
     (suite,) = root.iter("testsuite")
     assert suite.get("name") == "c-lab-qemu" and root.get("errors") == "1"
@@ -154,7 +154,7 @@ def test_matrix_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
     results = tmp_path / "results"
     cell_run(results / "linux-lab-qemu", "linux-lab-qemu", [Outcome.PASS])
     expect = tmp_path / "cells.json"
-    entry = matrix.CellEntry("linux-lab-qemu", "/b/linux", "lab", "qemu", "linux-lab", ("s",))
+    entry = matrix_grid.CellEntry("linux-lab-qemu", "/b/linux", "lab", "qemu", "linux-lab", ("s",))
     expect.write_text(json.dumps([entry.to_json()]))
     out = tmp_path / "report"
     argv = ["matrix-report", str(results), "--out", str(out), "--expect", str(expect)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import config, history_record, matrix, nightly, report, runner
+from harness import config, history_record, matrix, matrix_index, nightly, report, runner
 from harness.history_report import rate_sparkline_svg
 from harness.results import Outcome, Recorder, TestResult
 
@@ -175,8 +175,8 @@ def test_matrix_ab_runs_a_base_outside_the_grid_once(tmp_path: Path) -> None:
 def test_no_history_no_nightly_section(tmp_path: Path) -> None:
     folder = tmp_path / "m"
     folder.mkdir()
-    done = [matrix.CellRun("a-lab-qemu", 1, 0, "PASS", "a-lab-qemu")]
-    matrix.write_index(folder, "nightly", done)
+    done = [matrix_index.CellRun("a-lab-qemu", 1, 0, "PASS", "a-lab-qemu")]
+    matrix_index.write_index(folder, "nightly", done)
     md = (folder / "matrix.md").read_text()
     assert "Night-over-night" not in md and "| a-lab-qemu | 1 | PASS | 0 |" in md
     assert nightly.view(tmp_path, {"a-lab-qemu": [folder]}) is None
@@ -213,7 +213,7 @@ def test_cli_matrix_ab_and_nights(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(matrix, "run_matrix", fake)
     assert cli.main(["matrix", "nightly", "--ab", "--nights", "5", "--results", str(tmp_path)]) == 0
-    assert seen == {"name": "nightly", "repeat": 1, "ab_base": "", "nights": 5}
+    assert seen == {"name": "nightly", "repeat": 1, "ab_base": "", "nights": 5, "kernel": None}
     assert cli.main(["matrix", "nightly", "--ab", "mainline", "--results", str(tmp_path)]) == 0
     assert seen["ab_base"] == "mainline" and seen["nights"] == nightly.DEFAULT_NIGHTS
     monkeypatch.undo()

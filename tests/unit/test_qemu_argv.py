@@ -65,6 +65,22 @@ def test_qemu_argv_essentials(tmp_path: Path) -> None:
     assert "-initrd" not in args
 
 
+def test_a_host_vm_survives_reboot(tmp_path: Path) -> None:
+    # A lab host VM is kexec'd and rebooted: QEMU must not end with the first reboot.
+    launch = argv.Launch(
+        vm=spec(),
+        accel=TCG,
+        bzimage=tmp_path / "bzImage",
+        disk=tmp_path / "disk.qcow2",
+        console=tmp_path / "console.log",
+        qmp_socket=tmp_path / "qmp.sock",
+        ssh_port=40022,
+        cmdline=(),
+        reboot=True,
+    )
+    assert "-no-reboot" not in argv.qemu_argv(launch)
+
+
 def test_two_numa_nodes_split_memory_and_cpus() -> None:
     args = argv.smp_numa_args(2048, 2, 2)
     assert args[:4] == ["-smp", "2,sockets=2,cores=1,threads=1", "-m", "2048M"]

@@ -141,3 +141,50 @@ def test_channel_that_cannot_open_is_an_infra_error(mock: MockRemote) -> None:
     with pytest.raises(InfraError, match="could not open an SSH channel"):
         r.read_text("/etc/hostname")
     transport.open_session.assert_called_once_with(timeout=remote.SSH_CHANNEL_TIMEOUT_S)
+
+
+def test_a_lab_host_vm_is_reached_through_the_labs_ssh_config(
+    mock: MockRemote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.hosts import sshconfig
+
+    user_config = tmp_path / "user_config"
+    user_config.write_text("Host *\n    User bob\n    Port 2200\n")
+    monkeypatch.setattr(remote, "USER_SSH_CONFIGS", (user_config,))
+    known = tmp_path / "hv1.known_hosts"
+    known.write_text(f"[127.0.0.1]:40022 {HOST_KEY}\n")
+    lab_file = tmp_path / "ssh_config"
+    lab_file.write_text(
+        sshconfig.entry(
+            "hv1", port=40022, user="root", key=tmp_path / "lab_ed25519", known_hosts=known
+        )
+    )
+    expect(mock, Command("true"))
+    ep = remote.Endpoint(host="hv1", use_ssh_config=True, ssh_config_files=(lab_file,))
+    remote.Remote(ep).connect(deadline_s=5)
+    client = client_of(mock)
+    # The pinned key's file replaces ~/.ssh/known_hosts, as UserKnownHostsFile does.
+    client.load_host_keys.assert_called_once_with(str(known))
+    client.load_system_host_keys.assert_not_called()
+    (policy,), _ = client.set_missing_host_key_policy.call_args
+    assert isinstance(policy, paramiko.RejectPolicy)
+    kwargs = client.connect.call_args.kwargs
+    # The lab's block wins over the user's `Host *` for its own name ...
+    assert (kwargs["hostname"], kwargs["port"], kwargs["username"]) == ("127.0.0.1", 40022, "root")
+    assert kwargs["key_filename"] == [str(tmp_path / "lab_ed25519")]
+
+
+def test_other_hosts_still_follow_the_users_ssh_config(
+    mock: MockRemote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_config = tmp_path / "user_config"
+    user_config.write_text("Host tdx-1\n    HostName 10.0.0.7\n    User bob\n    Port 2200\n")
+    monkeypatch.setattr(remote, "USER_SSH_CONFIGS", (user_config,))
+    lab_file = tmp_path / "ssh_config"
+    lab_file.write_text("Host hv1\n    HostName 127.0.0.1\n")
+    expect(mock, Command("true"))
+    ep = remote.Endpoint(host="tdx-1", use_ssh_config=True, ssh_config_files=(lab_file,))
+    remote.Remote(ep).connect(deadline_s=5)
+    kwargs = client_of(mock).connect.call_args.kwargs
+    assert (kwargs["hostname"], kwargs["port"], kwargs["username"]) == ("10.0.0.7", 2200, "bob")
+    client_of(mock).load_system_host_keys.assert_called_once_with()

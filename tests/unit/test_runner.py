@@ -11,6 +11,7 @@ import pytest
 
 from harness import build, config, image, run_stages, runner
 from harness.config import LabConfig, SuiteSpec
+from harness.errors import Finding, TreeError
 from harness.qemu import boot as qemu_boot
 from harness.results import Outcome, load_summary
 from tests.unit.fakes import FakeImage, FakeMachine, FakeRemote, Reply, fake_build
@@ -212,3 +213,138 @@ def test_vm_gone_after_a_suite_is_said(tmp_path: Path, monkeypatch: pytest.Monke
     assert code == 2
     got = [(r.suite, r.name, r.outcome.value) for r in load_summary(run_dir).results]
     assert got == [("a", "true", "pass"), ("a", "dmesg", "error"), ("b", "(suite)", "missing")]
+
+
+def test_a_kernel_that_does_not_build_fails_the_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compile error is the cell's finding: a build result, exit 1, verdict FAIL."""
+    h = Harness(tmp_path, monkeypatch, dmesg_then(lambda a: Reply(0), [BEFORE]))
+    log = tmp_path / "make.log"
+    error = "virt/kvm/guest_memfd.c:42:1: error: expected ';' before '}' token"
+    log.write_text(f"  CC      virt/kvm/guest_memfd.o\n{error}\n")
+
+    def broken(request: Any) -> Any:
+        reason = f"the kernel does not build: {error}"
+        finding = Finding("build", "kernel", reason, error, log)
+        raise TreeError(reason, f"read the full log: {log}", findings=(finding,))
+
+    monkeypatch.setattr(build, "build_kernel", broken)
+    code, run_dir, out = h.run(lab_with(tmp_path, KSELF), ("ks",))
+    assert code == 1, out
+    s = load_summary(run_dir)
+    assert (s.exit_code, s.verdict, s.complete) == (1, "FAIL", True)
+    (r,) = s.results
+    assert (r.suite, r.name, r.outcome) == ("build", "kernel", Outcome.FAIL)
+    assert r.log == "mainline-lab-qemu/build-kernel.log"
+    assert (run_dir / r.log).read_text() == log.read_text()
+    assert error in (run_dir / "report.md").read_text()
+    assert s.stages["build"]["status"] == "failed" and "boot" not in s.stages
+    assert not h.machines  # nothing booted
+
+
+PATCHES = (
+    {"index": 1, "total": 2, "subject": "KVM: guest_memfd: say hello",
+     "message_id": "<p1@example.org>", "status": "applied", "detail": "", "conflicts": []},
+    {"index": 2, "total": 2, "subject": "KVM: selftests: add gmemlab_hello_test",
+     "message_id": "<p2@example.org>", "status": "applied", "detail": "", "conflicts": []},
+)  # fmt: skip
+
+
+def test_a_series_that_applied_is_listed_in_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path, monkeypatch, dmesg_then(lambda a: Reply(0, "ok 1 a\n"), [BEFORE]))
+    manifest = tmp_path / "manifest.json"
+    source = {"kind": "mbox", "mbox_sha256": "ab" * 32, "patches": list(PATCHES)}
+    manifest.write_text(json.dumps({"source": source, "patches": list(PATCHES)}))
+    h.build.manifest = manifest
+    code, run_dir, _ = h.run(lab_with(tmp_path, KSELF), ("ks",))
+    assert code == 0
+    s = load_summary(run_dir)
+    assert [p["status"] for p in s.series] == ["applied", "applied"]
+    assert s.environment["mbox_sha256"] == "ab" * 32
+    md = (run_dir / "report.md").read_text()
+    assert "## Series" in md and "2 applied" in md
+    assert "| 1/2 | KVM: guest_memfd: say hello | <p1@example.org> | applied |" in md
+    assert (
+        "<td>KVM: selftests: add gmemlab_hello_test</td>" in (run_dir / "report.html").read_text()
+    )
+
+
+def test_a_series_that_does_not_apply_fails_the_cell_naming_the_patch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path, monkeypatch, dmesg_then(lambda a: Reply(0), [BEFORE]))
+    log = tmp_path / "0002.am.log"
+    log.write_text("error: patch failed: virt/kvm/guest_memfd.c:12\n")
+    failed = {**PATCHES[1], "status": "failed", "detail": "error: patch failed",
+              "conflicts": ["virt/kvm/guest_memfd.c"]}  # fmt: skip
+    reason = "patch 2/2 'KVM: selftests: add gmemlab_hello_test' does not apply"
+    finding = Finding("series", "patch 2", reason, log.read_text(), log)
+
+    def not_applied(lab: Any, kernel: str, config: str) -> Any:
+        raise TreeError(reason, findings=(finding,), patches=(PATCHES[0], failed))
+
+    monkeypatch.setattr(build, "prepare_request", not_applied)
+    code, run_dir, _ = h.run(lab_with(tmp_path, KSELF), ("ks",))
+    assert code == 1
+    s = load_summary(run_dir)
+    assert (s.verdict, s.complete) == ("FAIL", True)
+    (r,) = s.results
+    assert (r.suite, r.name, r.outcome) == ("series", "patch 2", Outcome.FAIL)
+    md = (run_dir / "report.md").read_text()
+    assert reason in md and "1 applied" in md
+    assert "| failed | error: patch failed (conflicts: virt/kvm/guest_memfd.c) |" in md
+    assert s.environment["kernel"] == "mainline"
+
+
+def probe_json(**overrides: object) -> str:
+    data = {"kernel": "7.3.4", "kvm": True, "guest_memfd": True, "attrs2_gmem": False,
+            "attrs2_gmem_errno": "ENOTTY", "sw_protected": True,
+            "gmem_in_place_conversion_param": None, **overrides}  # fmt: skip
+    return json.dumps(data)
+
+
+def test_an_expected_feature_that_is_absent_fails_the_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def script(argv: list[str]) -> Reply:
+        if argv[:2] == ["python3", "tests/guest/probe.py"]:
+            return Reply(0, probe_json())
+        return Reply(0, "ok 1 a\n")
+
+    h = Harness(tmp_path, monkeypatch, dmesg_then(script, [BEFORE]))
+    lab = lab_with(tmp_path, KSELF)
+    mainline = lab.kernels["mainline"].model_copy(update={"expect": ["attrs2_gmem"]})
+    lab = lab.model_copy(update={"kernels": {**lab.kernels, "mainline": mainline}})
+    code, run_dir, _ = h.run(lab, ("ks",))
+    assert code == 1
+    s = load_summary(run_dir)
+    (r,) = [r for r in s.results if r.suite == "expect"]
+    assert r.outcome is Outcome.FAIL
+    assert r.reason.startswith("expected feature attrs2_gmem absent: attrs2_gmem=False")
+    assert "expected feature attrs2_gmem absent" in (run_dir / "report.md").read_text()
+    assert "tests/guest" in {name for _, name in h.remote.pushed}  # the probe went along
+    assert s.suites["ks"]["outcome"] == "pass"  # the suites still ran
+
+
+def test_without_expect_there_is_no_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch, dmesg_then(lambda a: Reply(0, "ok 1 a\n"), [BEFORE]))
+    code, run_dir, _ = h.run(lab_with(tmp_path, KSELF), ("ks",))
+    assert code == 0
+    assert not [c for c in h.remote.calls if "tests/guest/probe.py" in c]
+    assert "expect" not in load_summary(run_dir).suites
+
+
+def test_the_reproducer_of_a_cli_series_names_the_mbox_until_a_build_exists() -> None:
+    req = runner.RunRequest(
+        kernel="hello-on-mainline",
+        config="lab",
+        suites=("ks",),
+        series_args=("--mbox", "/m/hello.mbox", "--base", "mainline"),
+    )
+    argv = req.reproducer(None)
+    assert "--kernel" not in argv and argv[-4:] == ["--mbox", "/m/hello.mbox", "--base", "mainline"]
+    built = req.reproducer(Path("/b/manifest.json"))
+    assert built[2:4] == ["--kernel", "hello-on-mainline"] and "--mbox" not in built

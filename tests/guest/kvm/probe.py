@@ -59,6 +59,12 @@ class Features:
         """In-place conversion through the guest_memfd ioctl is live."""
         return self.attrs2_gmem
 
+    @property
+    def attrs2(self) -> bool:
+        """KVM_SET_MEMORY_ATTRIBUTES2 answers on a guest_memfd or on the VM fd: the
+        series is in, whichever attributes path the config left live."""
+        return self.attrs2_gmem or self.attrs2_vm
+
     def content_mode(self, flag_name: str, direction: str) -> bool:
         return self.content_modes.get(flag_name, {}).get(direction, False)
 
@@ -70,6 +76,7 @@ class Features:
         data = asdict(self)
         data["sw_protected"] = self.sw_protected
         data["per_gmem_attributes"] = self.per_gmem_attributes
+        data["attrs2"] = self.attrs2
         return json.dumps(data, indent=2, sort_keys=True)
 
     def summary(self) -> dict[str, str]:
