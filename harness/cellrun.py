@@ -34,12 +34,16 @@ class CellRun:
     @contextlib.contextmanager
     def stage(self, name: str, detail: str = "") -> Iterator[dict[str, Any]]:
         """A timed stage: a line when it starts, a line when it ends, an entry in
-        summary.json either way (the recorder marks it failed or interrupted)."""
+        summary.json either way (the recorder marks it failed or interrupted).
+
+        The end line says the stage's verdict when the caller set one (a suite's
+        outcome: `timeout`, `crash`, never a bare `ok` for those), else ok."""
         self.progress.say(f"[{name}] {detail}".rstrip())
         with self.rec.stage(name) as entry:
             yield entry
+        verdict = entry.get("verdict", "ok")
         self.progress.say(
-            f"[{name}] ok in {entry['seconds']:.1f}s {entry.get('note', '')}".rstrip()
+            f"[{name}] {verdict} in {entry['seconds']:.1f}s {entry.get('note', '')}".rstrip()
         )
 
     def dmesg(self) -> str | None:
@@ -49,17 +53,24 @@ class CellRun:
         return ran.stdout if ran.exit_code == 0 and not ran.lost else None
 
     def on_lost(self) -> tuple[Outcome, str, str]:
-        """SSH died: let the target finish dying, then ask the console what happened."""
+        """SSH died: let the target finish dying, then ask the console what happened.
+
+        A target that is still running and healthy may be panicking (the console is
+        still being written): wait for it to exit. A paused one will not exit: no wait.
+        """
         t = self.target
         assert t is not None
+        state: str | None = None
         with contextlib.suppress(Exception):
-            if t.alive():
+            if t.health() is None and t.alive():
                 t.wait_exit(10)
+            state = t.health()
         found = t.crash() or []
         if found:
             self.lost_reason = f"kernel crash: {found[0].describe()}"
             return Outcome.CRASH, self.lost_reason, crash.report(found, limit=60)
-        state = "QEMU is still running" if t.alive() else "QEMU exited"
+        if state is None:
+            state = "QEMU is still running" if t.alive() else "QEMU exited"
         self.lost_reason = f"the VM went away without a crash on the console ({state})"
         return Outcome.ERROR, self.lost_reason, console_tail(t.console_log)
 

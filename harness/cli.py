@@ -12,7 +12,6 @@ with a Python traceback, and never with 1, which means a test failed.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
 import pkgutil
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from harness import commands, config
-from harness.errors import InfraError, LabError, UserError
+from harness.errors import InfraError, LabError, UserError, os_error
 from harness.paths import cache_root
 
 INTERRUPTED_EXIT = 130
@@ -62,20 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _os_error(exc: OSError) -> InfraError:
-    """An OSError no stage turned into a LabError: disk full, permissions, a vanished file."""
-    where = f" ({exc.filename})" if exc.filename else ""
-    what = f"{exc.strerror or exc}{where}"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InfraError(f"disk full: {what}", "free space there (df -h), then run again")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return InfraError(
-            f"not permitted: {what}",
-            "check the owner and mode of that path; LAB_CACHE=DIR moves the cache",
-        )
-    return InfraError(f"system error: {what}", "see the path named; then run again")
-
-
 def _save_traceback() -> str:
     """Write the current exception's traceback to the cache; where it went (or stderr)."""
     text = traceback.format_exc()
@@ -105,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lab: interrupted", file=sys.stderr)
         return INTERRUPTED_EXIT
     except OSError as exc:
-        err = _os_error(exc)
+        err = os_error(exc)
         print(f"lab: {err.message}", file=sys.stderr)
         return err.exit_code
     except Exception as exc:

@@ -10,6 +10,7 @@ apply, which is the lab's finding about the patch (exit 1).
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,20 @@ class InfraError(LabError):
     """The infrastructure failed: QEMU died, SSH was lost, the disk is full."""
 
     exit_code = 2
+
+
+def os_error(exc: OSError) -> InfraError:
+    """An OSError no stage turned into a LabError: disk full, permissions, a vanished file."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = f"{exc.strerror or exc}{where}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InfraError(f"disk full: {what}", "free space there (df -h), then run again")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InfraError(
+            f"not permitted: {what}",
+            "check the owner and mode of that path; LAB_CACHE=DIR moves the cache",
+        )
+    return InfraError(f"system error: {what}", "see the path named; then run again")
 
 
 @dataclass(frozen=True)

@@ -23,4 +23,5 @@ class Progress:
         if r.outcome in (Outcome.PASS, Outcome.SKIP):
             return
         reason = f": {r.reason}" if r.reason else ""
-        self.say(f"    {r.outcome.value:8} {r.name}{reason}"[:160])
+        # Named like the report does (suite / test): "missing  later / (suite): not run".
+        self.say(f"    {r.outcome.value:8} {r.suite} / {r.name}{reason}"[:200])

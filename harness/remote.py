@@ -13,21 +13,23 @@ invoke's stdin handling decodes text and would corrupt a binary archive.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import shlex
 import tarfile
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut, ThreadException, UnexpectedExit
 from paramiko.ssh_exception import NoValidConnectionsError
 
+from harness import interrupt
 from harness.errors import InfraError
 
 # The guest's own `timeout` ends a runaway test; this much later the SSH side gives up.
@@ -44,6 +46,20 @@ SSH_CONNECT_TIMEOUT_S = 10
 SSH_BANNER_TIMEOUT_S = 10
 SSH_AUTH_TIMEOUT_S = 10
 SSH_CHANNEL_TIMEOUT_S = 10
+# While a command runs the lab polls its channel this often, so Ctrl-C/SIGTERM and a
+# stopped guest are acted on within about this long (never "when the command ends").
+POLL_S = 0.1
+# The target's own health check (QEMU's QMP status for a VM) runs this often.
+WATCH_EVERY_S = 2.0
+# Transport liveness: after this long without a byte from the peer, a keepalive that
+# wants a reply is sent; no reply within LIVENESS_TIMEOUT_S means the peer stopped
+# answering without closing the connection (a paused or wedged guest).
+LIVENESS_QUIET_S = 10.0
+LIVENESS_TIMEOUT_S = 20.0
+KEEPALIVE_REQUEST = "keepalive@openssh.com"
+
+# A target's health check: None while it is fine, else why it stopped answering.
+Watch = Callable[[], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -173,12 +189,65 @@ _NOT_YET: tuple[type[BaseException], ...] = (
 )
 
 
-class Remote:
-    """An SSH session to one endpoint; use as a context manager."""
+class _Liveness:
+    """Does the peer still answer? A keepalive request with want-reply, sent from a
+    helper thread after a quiet spell (paramiko's own keepalives want no reply, so a
+    peer that stopped answering but kept its TCP connection open looks alive to it)."""
 
-    def __init__(self, endpoint: Endpoint, connect_timeout: int = SSH_CONNECT_TIMEOUT_S) -> None:
+    def __init__(self, transport: paramiko.Transport) -> None:
+        self.transport = transport
+        self.heard = time.monotonic()
+        self.sent: float | None = None
+        self.answered = threading.Event()
+
+    def heard_from_peer(self) -> None:
+        self.heard = time.monotonic()
+        self.sent = None
+
+    def _ask(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.global_request(KEEPALIVE_REQUEST, wait=True)
+        self.answered.set()
+
+    def check(self) -> str | None:
+        now = time.monotonic()
+        if self.sent is not None and self.answered.is_set():
+            self.heard_from_peer()
+        if self.sent is None:
+            if now - self.heard >= LIVENESS_QUIET_S:
+                self.sent = now
+                self.answered = threading.Event()
+                threading.Thread(target=self._ask, daemon=True, name="ssh-liveness").start()
+            return None
+        if now - self.sent >= LIVENESS_TIMEOUT_S:
+            return (
+                f"the peer stopped answering SSH (no reply to a keepalive in "
+                f"{LIVENESS_TIMEOUT_S:.0f}s, nothing received for {now - self.heard:.0f}s)"
+            )
+        return None
+
+
+class _Abandoned(Exception):
+    """A command given up on: the target stopped answering (the reason is the text)."""
+
+
+class Remote:
+    """An SSH session to one endpoint; use as a context manager.
+
+    watch, when given, is asked every WATCH_EVERY_S while a command runs (a VM's QMP
+    status): a reason from it abandons the command as lost, within seconds of the
+    guest stopping, instead of waiting for the command's own timeout.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        connect_timeout: int = SSH_CONNECT_TIMEOUT_S,
+        watch: Watch | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.conn = _connection(endpoint, connect_timeout)
+        self.watch = watch
 
     def __enter__(self) -> Remote:
         return self
@@ -248,10 +317,13 @@ class Remote:
         cwd: str | None = None,
         log: Path | None = None,
     ) -> Ran:
-        """Run argv in the guest, bounded by timeout_s there and a little later here.
+        """Run argv in the remote, bounded by timeout_s there and a little later here.
 
         With log, stdout and stderr go to that file as they arrive, so a command cut
-        short by a dying VM still leaves its output on disk.
+        short by a dying VM (or by Ctrl-C) still leaves its output on disk. The channel
+        is polled every POLL_S: Ctrl-C/SIGTERM raise Interrupted at once (the channel is
+        closed, the output so far stays in log), and a target that stops answering
+        (watch, transport liveness) ends the command as lost.
         """
         command = remote_command(argv, timeout_s=timeout_s, cwd=cwd)
         start = time.monotonic()
@@ -260,42 +332,50 @@ class Remote:
             log.parent.mkdir(parents=True, exist_ok=True)
             sink = log.open("w", encoding="utf-8", errors="replace", buffering=1)
             sink.write(f"$ {command}\n")
+        out, err = _Text(sink), _Text(sink)
+        deadline = start + timeout_s + _KILL_GRACE_S + _LOCAL_GRACE_S
+        code: int | None = None
+        timed_out, lost, error = False, False, ""
         try:
-            result = self.conn.run(
-                command,
-                hide=sink is None,
-                warn=False,
-                pty=False,
-                in_stream=False,
-                out_stream=sink,
-                err_stream=sink,
-                timeout=timeout_s + _KILL_GRACE_S + _LOCAL_GRACE_S,
-            )
-            return self._ran(command, result.exited, result, start)
-        except CommandTimedOut as exc:
-            return self._ran(command, None, exc.result, start, timed_out=True)
-        except UnexpectedExit as exc:
-            return self._ran(command, exc.result.exited, exc.result, start)
-        except (ThreadException, paramiko.SSHException, OSError, EOFError) as exc:
-            return Ran(
-                command,
-                None,
-                "",
-                "",
-                time.monotonic() - start,
-                lost=True,
-                error=f"{type(exc).__name__}: {exc}".strip(),
-            )
+            code = self._exec(command, out.feed, err.feed, deadline)
+        except _LocalTimeout:
+            timed_out = True
+        except _Abandoned as exc:
+            lost, error = True, str(exc)
+        except InfraError as exc:
+            lost, error = True, exc.what
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            lost, error = True, f"{type(exc).__name__}: {exc}".strip()
         finally:
+            out.flush()
+            err.flush()
             if sink is not None:
-                sink.close()
+                try:
+                    sink.close()
+                except OSError as exc:
+                    out.write_error = out.write_error or exc
+        for stream in (out, err):
+            if stream.write_error is not None:
+                # The log could not be written (a full disk here): that, not the
+                # command, is what went wrong.
+                raise stream.write_error
+        return self._ran(
+            command, code, out, err, start, timed_out=timed_out, lost=lost, error=error
+        )
 
     def _ran(
-        self, command: str, code: int | None, result: Any, start: float, timed_out: bool = False
+        self,
+        command: str,
+        code: int | None,
+        out: _Text,
+        err: _Text,
+        start: float,
+        *,
+        timed_out: bool = False,
+        lost: bool = False,
+        error: str = "",
     ) -> Ran:
         seconds = time.monotonic() - start
-        lost = False
-        error = ""
         if code == _TIMEOUT_EXIT:
             timed_out = True
         if code is not None and code < 0:
@@ -307,13 +387,105 @@ class Remote:
         return Ran(
             command,
             code,
-            getattr(result, "stdout", "") or "",
-            getattr(result, "stderr", "") or "",
+            out.text(),
+            err.text(),
             seconds,
             timed_out=timed_out,
             lost=lost,
             error=error,
         )
+
+    def _open_channel(self, command: str) -> paramiko.Channel:
+        transport = self.conn.transport
+        if transport is None or not transport.is_active():
+            raise InfraError(
+                f"{self.endpoint.describe()}: not connected ({command!r})",
+                "check that the guest is still up (console log)",
+            )
+        try:
+            # Bounded like the session's own channels (channel_timeout), so a guest that
+            # stopped answering cannot hold the command at the open.
+            channel: paramiko.Channel = transport.open_session(timeout=SSH_CHANNEL_TIMEOUT_S)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise InfraError(
+                f"{self.endpoint.describe()}: could not open an SSH channel ({command!r}): "
+                f"{exc or type(exc).__name__}",
+                "check that the guest is still up and not paused (console log, QMP status)",
+            ) from None
+        channel.settimeout(SSH_CHANNEL_TIMEOUT_S)
+        return channel
+
+    def _exec(
+        self,
+        command: str,
+        on_out: Callable[[bytes], None],
+        on_err: Callable[[bytes], None],
+        deadline: float,
+        stdin: bytes | None = None,
+    ) -> int:
+        """Run command on a fresh channel until it exits; its exit status (-1: none).
+
+        Raises Interrupted (Ctrl-C/SIGTERM), _LocalTimeout (deadline) and _Abandoned
+        (the target stopped answering); the channel is closed on every way out.
+        """
+        interrupt.check()
+        channel = self._open_channel(command)
+        transport = channel.get_transport()
+        liveness = _Liveness(transport)
+        next_watch = time.monotonic() + WATCH_EVERY_S
+        try:
+            channel.exec_command(command)
+            if stdin is not None:
+                self._send(channel, stdin, deadline)
+            while True:
+                interrupt.check()
+                got = _drain(channel.recv_ready, channel.recv, on_out)
+                got = _drain(channel.recv_stderr_ready, channel.recv_stderr, on_err) or got
+                if got:
+                    liveness.heard_from_peer()
+                    continue
+                if channel.exit_status_ready():
+                    break
+                if not transport.is_active():
+                    raise _Abandoned("the SSH transport is down")
+                now = time.monotonic()
+                if now > deadline:
+                    raise _LocalTimeout
+                if now >= next_watch:
+                    next_watch = now + WATCH_EVERY_S
+                    why = self.watch() if self.watch is not None else None
+                    if why:
+                        raise _Abandoned(why)
+                why = liveness.check()
+                if why:
+                    raise _Abandoned(why)
+                channel.status_event.wait(POLL_S)
+            # Everything sent before the exit status is already buffered.
+            _drain(channel.recv_ready, channel.recv, on_out)
+            _drain(channel.recv_stderr_ready, channel.recv_stderr, on_err)
+            # Set by now (an exit status or the close): returns at once; -1 for none.
+            return int(channel.recv_exit_status())
+        finally:
+            channel.close()
+
+    def _send(self, channel: paramiko.Channel, data: bytes, deadline: float) -> None:
+        """Write stdin in slices, so an interrupt or a stalled peer is noticed."""
+        view = memoryview(data)
+        while view:
+            interrupt.check()
+            if time.monotonic() > deadline:
+                raise _LocalTimeout
+            try:
+                sent = channel.send(bytes(view[:32768]))
+            except TimeoutError:
+                why = self.watch() if self.watch is not None else None
+                if why:
+                    raise _Abandoned(why) from None
+                continue
+            if sent == 0:
+                raise _Abandoned("the channel closed while sending")
+            view = view[sent:]
+        channel.shutdown_write()
 
     # --- files -----------------------------------------------------------------------
 
@@ -321,34 +493,29 @@ class Remote:
         self, command: str, stdin: bytes | None = None, timeout_s: float = 300.0
     ) -> tuple[int, bytes, bytes]:
         """Run command on a raw channel: binary stdin/stdout, no text decoding."""
-        if self.conn.transport is None:
-            raise InfraError(f"{self.endpoint.describe()}: not connected", "call connect() first")
+        out: list[bytes] = []
+        err: list[bytes] = []
         try:
-            # Bounded like the session's own channels (channel_timeout), so a guest that
-            # stopped answering cannot hold a transfer at the open.
-            channel = self.conn.transport.open_session(timeout=SSH_CHANNEL_TIMEOUT_S)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+            code = self._exec(
+                command, out.append, err.append, time.monotonic() + timeout_s, stdin=stdin
+            )
+        except _LocalTimeout:
             raise InfraError(
-                f"{self.endpoint.describe()}: could not open an SSH channel ({command!r}): "
-                f"{exc or type(exc).__name__}",
+                f"{self.endpoint.describe()}: transfer did not finish within {timeout_s:.0f}s "
+                f"({command!r})",
                 "check that the guest is still up and not paused (console log, QMP status)",
             ) from None
-        try:
-            channel.settimeout(timeout_s)
-            channel.exec_command(command)
-            if stdin is not None:
-                channel.sendall(stdin)
-                channel.shutdown_write()
-            out = _drain(channel.recv)
-            err = _drain(channel.recv_stderr)
-            return int(channel.recv_exit_status()), out, err
-        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+        except _Abandoned as exc:
+            raise InfraError(
+                f"{self.endpoint.describe()}: transfer abandoned ({command!r}): {exc}",
+                "see the console log and the report's reason",
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
             raise InfraError(
                 f"{self.endpoint.describe()}: transfer failed ({command!r}): {exc}",
                 "check that the guest is still up (console log)",
             ) from None
-        finally:
-            channel.close()
+        return code, b"".join(out), b"".join(err)
 
     def push(self, items: Iterable[tuple[Path, str]], dest: str, timeout_s: float = 300.0) -> int:
         """Send files/folders as ONE gzip'd tar stream, unpacked into a fresh dest.
@@ -385,13 +552,52 @@ class Remote:
         return out.decode(errors="replace") if code == 0 else None
 
 
-def _drain(recv: Any) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        chunk = recv(65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+def _drain(
+    ready: Callable[[], bool], recv: Callable[[int], bytes], sink: Callable[[bytes], None]
+) -> bool:
+    """Pass on whatever is buffered now; True if anything was."""
+    got = False
+    while ready():
+        data = recv(65536)
+        if not data:  # end of stream
+            break
+        sink(data)
+        got = True
+    return got
+
+
+class _LocalTimeout(Exception):
+    """The command outlived its local deadline (the guest's own timeout did not end it)."""
+
+
+class _Text:
+    """One output stream: decoded as it arrives (UTF-8, bad bytes replaced), copied to
+    the log when there is one, kept whole for the caller."""
+
+    def __init__(self, sink: TextIO | None) -> None:
+        self.sink = sink
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.parts: list[str] = []
+        # Writing the log failed (disk full): kept, and raised once the command ends.
+        self.write_error: OSError | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._add(self.decoder.decode(data))
+
+    def flush(self) -> None:
+        self._add(self.decoder.decode(b"", final=True))
+
+    def _add(self, text: str) -> None:
+        if text:
+            self.parts.append(text)
+            if self.sink is not None and self.write_error is None:
+                try:
+                    self.sink.write(text)
+                except OSError as exc:
+                    self.write_error = exc
+
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 def _skip_caches(info: tarfile.TarInfo) -> tarfile.TarInfo | None:

@@ -4,10 +4,17 @@ A run is one folder, results/<run-id>/, with results/latest pointing at it. Ever
 result is appended to results.jsonl and summary.json is rewritten after each one, so a
 crash, Ctrl-C or a killed VM later in the run cannot lose what was already collected:
 the summary simply stays marked incomplete (DESIGN.md, "Outcomes, never silent").
+
+A full disk must not cost the verdict either: the run folder starts with a few MiB set
+aside (RESERVE), the first write that fails raises a "disk full" InfraError (the run
+ends with that reason) and later ones only keep the record in memory; finish() gives
+the reserved space back and writes summary.json and results.jsonl whole, so the
+summary on disk always says what the process's exit code says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -20,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import names
+from harness.errors import InfraError, os_error
 
 
 class Outcome(StrEnum):
@@ -51,6 +59,10 @@ EXIT_OK = 0
 EXIT_TEST_FAILED = 1
 EXIT_INFRA = 2
 EXIT_USER = 3
+
+# Space set aside in each run folder for the final summary, junit.xml and report.
+RESERVE = ".space-reserve"
+RESERVE_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -180,6 +192,9 @@ class Recorder:
         self.root = results_root / self.run_id
         self.root.mkdir(parents=True, exist_ok=False)
         self.forced_exit: int | None = None
+        # The first write that failed (a full disk): later writes are not attempted.
+        self.write_failure: InfraError | None = None
+        self._reserve()
         self.cell = names.folder(cell)
         self.cell_dir = self.root / self.cell
         self.cell_dir.mkdir()
@@ -215,13 +230,16 @@ class Recorder:
     def add(self, result: TestResult) -> None:
         """Record one result now: a line in results.jsonl, then a fresh summary.json."""
         self.record.results.append(result)
+        if self.listener is not None:
+            self.listener(result)
+        self._attempt(lambda: self._append(result))
+        self.save()
+
+    def _append(self, result: TestResult) -> None:
         with (self.root / "results.jsonl").open("a") as sink:
             sink.write(json.dumps(result.to_json()) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
-        self.save()
-        if self.listener is not None:
-            self.listener(result)
 
     def suite_done(self, suite: str, **info: Any) -> None:
         mine = [r for r in self.record.results if r.suite == suite]
@@ -268,12 +286,43 @@ class Recorder:
         self.record.accounted_s[what] = round(self.record.accounted_s.get(what, 0.0) + seconds, 2)
 
     def error(self, message: str) -> None:
+        """Note why the run failed; never raises (it is called on the way out)."""
         self.record.errors.append(message)
-        self.save()
+        with contextlib.suppress(InfraError):
+            self.save()
 
     # --- summary ---------------------------------------------------------------------
 
+    # --- a full disk ------------------------------------------------------------------
+
+    def _reserve(self) -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(self.root / RESERVE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+
+    def _release_reserve(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.root / RESERVE).unlink(missing_ok=True)
+
+    def _attempt(self, write: Callable[[], None]) -> None:
+        """A write to the run folder: after a failure nothing more is attempted until
+        finish(); the first failure raises (the run ends with it)."""
+        if self.write_failure is not None:
+            return
+        try:
+            write()
+        except OSError as exc:
+            self.write_failure = os_error(exc)
+            self.record.errors.append(self.write_failure.what)
+            raise self.write_failure from None
+
     def save(self) -> None:
+        self._attempt(self._save)
+
+    def _save(self) -> None:
         rec = self.record
         rec.wall_s = round(time.monotonic() - self._t0, 2)
         rec.counts = counts(rec.results)
@@ -290,11 +339,22 @@ class Recorder:
         self, complete: bool, reason: str = "", *, forced_exit: int | None = None
     ) -> RunRecord:
         """Close the record. forced_exit: the run ended on the user's mistake (exit 3),
-        which no result says; summary.json must agree with the process's exit code."""
+        which no result says; summary.json must agree with the process's exit code.
+
+        Never raises: the reserved space is given back first, then results.jsonl and
+        summary.json are written whole (after a failed write they are behind)."""
         self.forced_exit = forced_exit
         self.record.complete = complete
         self.record.incomplete_reason = "" if complete else (reason or "the run stopped early")
-        self.save()
+        self._release_reserve()
+        try:
+            if self.write_failure is not None:
+                lines = "".join(json.dumps(r.to_json()) + "\n" for r in self.record.results)
+                _write_atomic(self.root / "results.jsonl", lines)
+            self._save()
+        except OSError as exc:
+            # Not even the reserve helped: the summary on disk is the last one written.
+            self.write_failure = self.write_failure or os_error(exc)
         return self.record
 
 

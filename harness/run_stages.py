@@ -99,14 +99,26 @@ def record_findings(cr: CellRun, exc: TreeError) -> None:
         cr.rec.series(exc.patches)
 
 
-def do_boot(cr: CellRun, lab: LabConfig, bzimage: Path, stack: contextlib.ExitStack) -> None:
+def do_boot(
+    cr: CellRun,
+    lab: LabConfig,
+    bzimage: Path,
+    stack: contextlib.ExitStack,
+    network: bool = False,
+) -> None:
     with cr.stage("image") as entry:
         img = image.ensure_image(lab)
         entry["note"] = f"({img.recipe_hash[:12]})"
     cr.rec.account("image-build", img.build_seconds)
+
+    def retrying(why: str) -> None:
+        cr.progress.say(f"[boot] {why}: QEMU failed, not the kernel: booting once more")
+
     with cr.stage("boot") as entry:
         machine = stack.enter_context(
-            qemu_boot.boot(lab, bzimage, img, cr.rec.cell_dir, tether=True)
+            qemu_boot.boot(
+                lab, bzimage, img, cr.rec.cell_dir, tether=True, network=network, on_retry=retrying
+            )
         )
         cr.target = machine
         entry["note"] = f"({machine.summary()})"
@@ -125,7 +137,8 @@ def do_connect(
     payload) that is not there already (the expect check's probe)."""
     assert cr.target is not None
     with cr.stage("push") as entry:
-        remote = stack.enter_context(Remote(cr.target.endpoint()))
+        # The target's health (QEMU's run state) is watched while every command runs.
+        remote = stack.enter_context(Remote(cr.target.endpoint(), watch=cr.target.health))
         cr.remote = remote
         remote.connect(deadline_s=float(lab.vm.boot_timeout_s))
         items = suites.payload(chosen, cr.build, REPO_ROOT)
@@ -160,7 +173,8 @@ def check_boot_dmesg(cr: CellRun) -> None:
 
 
 def collect(cr: CellRun, reproducer: list[str]) -> None:
-    """Copy what the VM left behind into the cell folder; never raises."""
+    """Copy what the VM left behind into the cell folder; never raises (a full disk
+    included: the summary is written after this, into space the recorder set aside)."""
     cell = cr.rec.cell_dir
     t = cr.target
     with contextlib.suppress(Exception):
@@ -174,8 +188,9 @@ def collect(cr: CellRun, reproducer: list[str]) -> None:
             if t is None or not t.alive():
                 (cell / junk).unlink(missing_ok=True)
     script = cell / "reproduce.sh"
-    script.write_text(
-        "#!/bin/sh\n# Re-run this cell (same kernel build, same suites).\n"
-        f"cd {shlex.quote(str(REPO_ROOT))} && exec {shlex.join(reproducer)}\n"
-    )
-    script.chmod(0o755)
+    with contextlib.suppress(OSError):
+        script.write_text(
+            "#!/bin/sh\n# Re-run this cell (same kernel build, same suites).\n"
+            f"cd {shlex.quote(str(REPO_ROOT))} && exec {shlex.join(reproducer)}\n"
+        )
+        script.chmod(0o755)

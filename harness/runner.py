@@ -15,19 +15,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import expect, history_record, junit, names, report, run_host
+from harness import expect, history_record, interrupt, junit, names, report, run_host
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
-from harness.errors import InfraError, LabError, TreeError, UserError
+from harness.errors import InfraError, LabError, TreeError, UserError, os_error
+from harness.interrupt import Interrupted
 from harness.paths import REPO_ROOT
 from harness.progress import Progress
 from harness.results import EXIT_USER, Recorder
 from harness.run_stages import collect, do_boot, do_build, do_connect, record_findings
-from harness.run_suites import do_suites
-
-
-class Interrupted(Exception):
-    """SIGTERM (CI cancelling the job): handled like Ctrl-C."""
+from harness.run_suites import do_suites, mark_not_run
 
 
 @dataclass(frozen=True)
@@ -126,7 +123,8 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
                 do_build(
                     cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target
                 )
-                do_boot(cr, lab, _bzimage(cr, req), stack)
+                network = any(s.network for s in chosen.values())
+                do_boot(cr, lab, _bzimage(cr, req), stack, network)
                 do_connect(cr, lab, stack, chosen, expect.payload(REPO_ROOT, expected))
                 expect.check(cr, expected)
                 complete = do_suites(cr, chosen)
@@ -152,10 +150,12 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
         record_findings(cr, exc)
         complete = True
         p.say(f"[run] {exc.what.splitlines()[0]}")
-    except (KeyboardInterrupt, Interrupted):
-        reason = "interrupted (Ctrl-C or SIGTERM)"
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (harness.interrupt)
+        reason = interrupt.reason(exc)
         p.say(f"[run] {reason}: stopping the VM and writing what was collected")
-    except LabError as exc:
+    except (LabError, OSError) as exc:
+        if isinstance(exc, OSError):  # a full disk, most likely
+            exc = os_error(exc)
         reason = exc.what.splitlines()[0]
         if isinstance(exc, UserError):
             forced_exit = EXIT_USER
@@ -167,11 +167,17 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
         cr.rec.error(reason)
         p.say(f"[run] {reason}")
     finally:
+        if not complete:
+            mark_not_run(cr, chosen, reason or "the run stopped early")
         manifest = cr.build.manifest if cr.build is not None else req.manifest
         collect(cr, req.reproducer(manifest))
         record = cr.rec.finish(complete, reason, forced_exit=forced_exit)
-        junit.write(record.results, cr.rec.root / "junit.xml", req.cell)
-        html, md = report.render(record, cr.rec.root)
+        html, md = cr.rec.root / "report.html", cr.rec.root / "report.md"
+        try:
+            junit.write(record.results, cr.rec.root / "junit.xml", req.cell)
+            html, md = report.render(record, cr.rec.root)
+        except OSError as exc:  # summary.json is written; say why the rest is not
+            p.say(f"[run] could not write the report: {os_error(exc).what}")
     # The summary is final: index it (a warning at worst, never another exit code).
     history_record.record_or_warn(req.history_root or req.results_root, cr.rec.root, p.say)
     code = record.exit_code

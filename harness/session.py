@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import paramiko
 from invoke.exceptions import ThreadException, UnexpectedExit
 
+from harness import interrupt
 from harness.errors import InfraError
-from harness.remote import Endpoint, Remote
+from harness.remote import SSH_CHANNEL_TIMEOUT_S, Endpoint, Remote
 
 
 def run_streamed(
@@ -36,10 +37,11 @@ def run_streamed(
             return None
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
-            chan = transport.open_session()
+            chan = transport.open_session(timeout=SSH_CHANNEL_TIMEOUT_S)
             chan.settimeout(0.2)
             chan.exec_command(command)
             while True:
+                interrupt.check()
                 _pump(chan)
                 if chan.exit_status_ready() and not (chan.recv_ready() or chan.recv_stderr_ready()):
                     break

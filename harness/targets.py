@@ -62,6 +62,12 @@ class BootedTarget(Protocol):
 
     def crash(self) -> list[Crash] | None: ...
 
+    def health(self) -> str | None:
+        """None while the target runs; else why it stopped answering, in words (QEMU
+        killed by which signal, the guest paused on a disk error). Asked every few
+        seconds while a command runs, so it must be quick."""
+        ...
+
     def summary(self) -> str:
         """One line for the terminal: accelerator, nested KVM, boot time."""
         ...

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 
-from harness import crash, session
+from harness import crash, interrupt, session
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
 from harness.image import ensure_image
@@ -41,15 +40,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--append", action="append", default=[], help="extra kernel parameter")
     parser.add_argument("--detach", action="store_true", help="leave the VM running")
+    parser.add_argument(
+        "--network",
+        action="store_true",
+        help="let the guest reach the network (default: only its SSH forward, restrict=on)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds for CMD")
     parser.add_argument("--run-dir", type=Path, help="where console.log etc. go")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD...: run CMD and exit")
     parser.set_defaults(func=run)
-
-
-def _term_to_interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM takes the same path as Ctrl-C, so the VM is torn down either way.
-    raise KeyboardInterrupt
 
 
 def resolve_bzimage(args: argparse.Namespace, lab: LabConfig) -> Path:
@@ -65,6 +64,18 @@ def resolve_bzimage(args: argparse.Namespace, lab: LabConfig) -> Path:
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
+    # SIGTERM takes the same path as Ctrl-C, so the VM is torn down either way.
+    with interrupt.handlers():
+        return _run(args, lab)
+
+
+def new_run_dir() -> Path:
+    """A fresh folder per boot: two `lab boot` started in the same second must not share
+    one (the second would fail on the overlay's write lock)."""
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=cache_dir("vm")))
+
+
+def _run(args: argparse.Namespace, lab: LabConfig) -> int:
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
@@ -73,10 +84,9 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     detach = args.detach or (not cmd and not sys.stdin.isatty())
     if detach and detached.load_state() is not None:
         raise UserError("a detached lab VM is already running", "`lab ssh` to it, or `lab stop`")
-    signal.signal(signal.SIGTERM, _term_to_interrupt)
     bzimage = resolve_bzimage(args, lab)
     image = ensure_image(lab)
-    run_dir = args.run_dir or cache_dir("vm", time.strftime("%Y%m%d-%H%M%S"))
+    run_dir = args.run_dir or new_run_dir()
     started = time.monotonic()
     machine = boot(
         lab,
@@ -88,6 +98,8 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         initrd=args.initrd,
         # With a command, nested facts are read after it (off the critical path).
         probe_nested=not cmd,
+        network=args.network,
+        on_retry=lambda why: say(f"{why}: QEMU failed, not the kernel: booting once more"),
     )
     if not cmd:
         say(describe(machine))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import ab, patchset, runner, selection
+from harness import ab, interrupt, patchset, runner, selection
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.paths import REPO_ROOT
@@ -117,7 +116,7 @@ def _series_args(args: argparse.Namespace, lab: LabConfig, kernel: str) -> tuple
 
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
     # CI cancelling the job: unwind like Ctrl-C so the VM stops and the report is written.
-    raise runner.Interrupted()
+    raise interrupt.Interrupted("SIGTERM")
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
@@ -158,10 +157,9 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         wait_s=args.wait,
         series_args=_series_args(args, lab, kernel),
     )
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
+    # Ctrl-C and SIGTERM stop the run within seconds, whatever the guest is doing: the
+    # VM is stopped and what was collected is written (harness/interrupt.py).
+    with interrupt.handlers():
         if args.ab is not None:
             return ab.run_ab(lab, request, args.ab, runner.Progress(sys.stderr))
         return runner.run(lab, request, runner.Progress(sys.stderr))
-    finally:
-        signal.signal(signal.SIGTERM, previous)

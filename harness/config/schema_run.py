@@ -126,6 +126,10 @@ class SuiteSpec(Model):
     path: RelPath | None = None
     # command: an argv run in the guest (test-only suites, e.g. a deliberate failure).
     argv: list[ArgvWord] = []
+    # The suite needs the guest to reach the network. Without it (the default) the VM's
+    # user networking is restricted to the lab's SSH forward (QEMU restrict=on): the
+    # guest reaches neither the host's loopback services nor the outside.
+    network: bool = False
 
     def kind_problems(self) -> list[tuple[str, str]]:
         """(key, problem) for each key this kind needs but lacks, or has but ignores.

@@ -26,6 +26,10 @@ NESTED_CMDLINE = ("kvm_amd.nested=1", "kvm_intel.nested=1")
 # every byte is a trapped port write under TCG, does not. dmesg keeps everything;
 # vm.cmdline_extra: [loglevel=8] brings the chatter back.
 CONSOLE_CMDLINE = ("loglevel=5",)
+# Under TCG on a loaded host the emulated timer can miss the kernel's early IO-APIC
+# check, which then panics ("IO-APIC + timer doesn't work!"): a boot lost to the host's
+# load, not to the kernel under test. The check proves nothing about an emulated board.
+TCG_CMDLINE = ("no_timer_check",)
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,26 @@ class Launch:
     ssh_port: int
     cmdline: tuple[str, ...]
     initrd: Path | None = None
+    # The guest may reach the network (a suite asks for it): user networking without
+    # restrict=on. Off, the guest reaches nothing but its SSH forward: not the host's
+    # loopback services through the user network's gateway, not the outside.
+    network: bool = False
     # False: a guest reboot (or a panic, with panic=-1) ends QEMU. True: the machine
     # restarts on the same -kernel, as a lab host VM must across kexec and reboot.
     reboot: bool = False
 
 
-def kernel_cmdline(spec: VmSpec, extra: Sequence[str] = ()) -> list[str]:
+def opt_value(path: Path | str) -> str:
+    """A path as one value inside a QEMU option string (`file=...,format=...`): QEMU
+    splits those at commas and reads ",," as a comma, so a comma in a path is doubled
+    (else `/results/a,b` would end the value and inject an option)."""
+    return str(path).replace(",", ",,")
+
+
+def kernel_cmdline(spec: VmSpec, extra: Sequence[str] = (), accel: str = "") -> list[str]:
     words = [*BASE_CMDLINE, *CONSOLE_CMDLINE, *NESTED_CMDLINE]
+    if accel == "tcg":
+        words += TCG_CMDLINE
     if spec.init == "lean":
         words.append(f"init={LEAN_INIT}")
     return [*words, *spec.cmdline_extra, *extra]
@@ -74,6 +91,12 @@ def smp_numa_args(memory_mib: int, cpus: int, nodes: int) -> list[str]:
     return args
 
 
+def netdev(launch: Launch) -> str:
+    """User networking with the SSH forward; restricted unless the guest needs the net."""
+    restrict = "" if launch.network else ",restrict=on"
+    return f"user,id=net0{restrict},hostfwd=tcp:{SSH_HOST}:{launch.ssh_port}-:22"
+
+
 def qemu_argv(launch: Launch) -> list[str]:
     vm = launch.vm
     argv = [
@@ -87,15 +110,16 @@ def qemu_argv(launch: Launch) -> list[str]:
         "-kernel", str(launch.bzimage),
         "-append", " ".join(launch.cmdline),
         # The overlay is thrown away after the boot: no need to flush it to disk.
-        "-drive", f"file={launch.disk},format=qcow2,if=virtio,cache=unsafe,discard=unmap",
-        "-netdev", f"user,id=net0,hostfwd=tcp:{SSH_HOST}:{launch.ssh_port}-:22",
+        "-drive",
+        f"file={opt_value(launch.disk)},format=qcow2,if=virtio,cache=unsafe,discard=unmap",
+        "-netdev", netdev(launch),
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",
         # The console file is written from QEMU's first instant; it is the source of
         # truth when SSH is gone.
-        "-chardev", f"file,id=console,path={launch.console}",
+        "-chardev", f"file,id=console,path={opt_value(launch.console)}",
         "-serial", "chardev:console",
-        "-qmp", f"unix:{launch.qmp_socket},server=on,wait=off",
+        "-qmp", f"unix:{opt_value(launch.qmp_socket)},server=on,wait=off",
     ]  # fmt: skip
     if launch.initrd is not None:
         argv += ["-initrd", str(launch.initrd)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -80,6 +81,29 @@ def ssh_endpoint(vm: SshTarget) -> Endpoint:
     )
 
 
+# What a QMP run state other than "running" means for a run, to say in its reason.
+_STATE_HINTS = {
+    "io-error": "a disk write failed (is the file system holding the disk overlay full?)",
+    "paused": "paused (a QMP `stop`, a debugger, or SIGSTOP)",
+    "internal-error": "QEMU hit an internal error emulating the guest",
+    "guest-panicked": "the guest kernel panicked",
+    "shutdown": "the guest shut down",
+}
+
+
+def exit_text(code: int | None) -> str:
+    """How QEMU ended, for a person: a signal by name ("killed by SIGKILL")."""
+    if code is None:
+        return "QEMU is still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"QEMU was killed by {name}"
+    return f"QEMU exited with status {code}"
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
@@ -103,6 +127,8 @@ class MachineInfo:
     guest_cpu: str
     nested_detail: str
     qemu_pid: int
+    # Why an earlier attempt failed when QEMU itself failed during boot (retried once).
+    boot_retries: tuple[str, ...] = ()
 
 
 class Machine:
@@ -134,6 +160,10 @@ class Machine:
         self.nested = False
         self.nested_info = nested.NOT_PROBED
         self.known_hosts = run_dir / KNOWN_HOSTS
+        # The throwaway disk (unlinked once QEMU holds it open; see boot.new_overlay).
+        self.overlay = launch.disk
+        # Why earlier boot attempts failed, when QEMU itself failed (boot retries once).
+        self.retries: tuple[str, ...] = ()
         self._stopped = False
 
     # The remote layer's view: where to connect and whom to trust.
@@ -154,6 +184,25 @@ class Machine:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def health(self) -> str | None:
+        """None while the guest runs; else why it no longer can: QEMU ended (how), or
+        QEMU stopped the vCPUs (QMP query-status: io-error on a full disk, paused).
+
+        A QMP socket that does not answer says nothing either way (None): the SSH
+        side's liveness check covers a wedged QEMU."""
+        if not self.alive():
+            return exit_text(self.proc.returncode)
+        try:
+            state = qmp.query_status(self.qmp_socket)
+        except qmp.QmpError:
+            return None
+        if state == "running":
+            return None
+        hint = _STATE_HINTS.get(state, "the guest is not running")
+        if state == "io-error":
+            hint += f" (the overlay is in {self.overlay.parent}: df -h there)"
+        return f"QEMU stopped the guest: status {state}: {hint}"
 
     def console_text(self) -> str:
         return _read(self.console_log)
@@ -214,13 +263,17 @@ class Machine:
             guest_cpu=n.guest_cpu,
             nested_detail=n.detail,
             qemu_pid=self.proc.pid,
+            boot_retries=self.retries,
         )
 
     def endpoint(self) -> Endpoint:
         return ssh_endpoint(self)
 
     def summary(self) -> str:
-        return f"{self.accel}, nested={self.nested}, boot {self.boot_seconds:.1f}s"
+        text = f"{self.accel}, nested={self.nested}, boot {self.boot_seconds:.1f}s"
+        if self.retries:
+            text += f"; booted again after: {'; '.join(self.retries)}"
+        return text
 
     def environment(self) -> dict[str, object]:
         return {
@@ -230,7 +283,12 @@ class Machine:
             "nested": f"{self.nested} ({self.nested_info.detail})",
             "boot_seconds": round(self.boot_seconds, 2),
             "image": str(self.image.base_qcow2),
-        }
+        } | (
+            # An infrastructure failure the lab retried: visible, never a kernel verdict.
+            {"boot_retried": f"{'; '.join(self.retries)} (console-attempt1.log)"}
+            if self.retries
+            else {}
+        )
 
     def ssh_command(self) -> list[str]:
         """An OpenSSH command line that reaches this VM with the pinned key (for people)."""

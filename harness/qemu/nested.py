@@ -61,12 +61,19 @@ def nested_from_console(text: str) -> Nested | None:
 
 
 def parse_nested(text: str) -> Nested:
+    """The probe's JSON line; anything else (a guest printing garbage, a truncated line,
+    `"vm_types": ["x"]`) is "no nested KVM" with the text quoted, never an exception:
+    the console is the guest's to write, and a boot must not die of what it says."""
     try:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
         present = bool(data["present"])
+        vm_types = _ints(data.get("vm_types", []))
+        created = _ints(data.get("created", []))
     except (ValueError, KeyError, TypeError):
         return Nested(False, (), (), "", f"the probe printed {text[:200]!r}")
-    params = ", ".join(f"{k}={v}" for k, v in sorted(data.items()) if k.endswith("_nested"))
+    params = ", ".join(f"{k}={v}" for k, v in sorted(data.items()) if str(k).endswith("_nested"))
     parts = [
         f"/dev/kvm {'present' if present else 'absent'}",
         f"guest CPU flag {data.get('virt_flag') or 'none'}",
@@ -75,8 +82,17 @@ def parse_nested(text: str) -> Nested:
     ]
     return Nested(
         present=present,
-        vm_types=tuple(int(t) for t in data.get("vm_types", [])),
-        created=tuple(int(t) for t in data.get("created", [])),
+        vm_types=vm_types,
+        created=created,
         guest_cpu=str(data.get("cpu", "")),
-        detail="; ".join(p for p in parts if p),
+        detail="; ".join(p for p in parts if p)[:500],
     )
+
+
+def _ints(value: object) -> tuple[int, ...]:
+    """A list of VM type numbers; ValueError/TypeError for anything else."""
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"not a list of integers: {value!r}")
+    return tuple(value)

@@ -1,7 +1,7 @@
-"""A minimal QMP client: enough to ask QEMU to quit cleanly.
+"""A minimal QMP client: enough to ask QEMU to quit cleanly and whether the guest runs.
 
-Only one command is needed (`quit`), so a socket and a few JSON lines beat a library.
-Every step has a short timeout: a wedged QEMU is killed by the caller instead.
+Two commands are needed (`quit`, `query-status`), so a socket and a few JSON lines beat
+a library. Every step has a short timeout: a wedged QEMU is killed by the caller instead.
 """
 
 from __future__ import annotations
@@ -58,3 +58,15 @@ def quit_vm(path: Path, timeout: float = 2.0) -> bool:
     except QmpError:
         return False
     return True
+
+
+def query_status(path: Path, timeout: float = 2.0) -> str:
+    """The VM's run state: 'running', 'paused', 'io-error', 'internal-error', ...
+
+    Raises QmpError when QEMU does not answer.
+    """
+    reply = execute(path, "query-status", timeout)
+    try:
+        return str(reply["return"]["status"])
+    except (KeyError, TypeError) as exc:
+        raise QmpError(f"unexpected query-status reply: {reply}") from exc

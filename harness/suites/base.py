@@ -6,12 +6,14 @@ one classified result plus a "missing" row for every test that never ran.
 
 from __future__ import annotations
 
+import shlex
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from harness import ktap
+from harness import interrupt, ktap
 from harness.config import SuiteSpec
 from harness.remote import Ran
 from harness.results import Outcome, Recorder, TestResult
@@ -73,6 +75,8 @@ class SuiteRun:
     results: list[TestResult] = field(default_factory=list)
     lost: bool = False
     lost_reason: str = ""
+    # Ctrl-C/SIGTERM stopped the suite while a command ran (its rows say so).
+    interrupted: bool = False
     note: str = ""
 
 
@@ -142,10 +146,62 @@ class Suite:
             test, Outcome.TIMEOUT, reason, seconds=ran.seconds, excerpt=tail(ran.stdout), log=log
         )
 
-    def exec(self, argv: list[str], timeout_s: float, log: Path, cwd: str) -> Ran:
-        ran = self.ctx.remote.run(argv, timeout_s=timeout_s, cwd=cwd, log=log)
+    def exec(
+        self,
+        argv: list[str],
+        timeout_s: float,
+        log: Path,
+        cwd: str,
+        *,
+        test: str | None = None,
+        then: Sequence[str] = (),
+        partial: Callable[[str], list[TestResult]] | None = None,
+    ) -> Ran:
+        """Run one command of the suite. If Ctrl-C/SIGTERM stops it, the suite records
+        what it got as far as it went (partial: results read from the output so far),
+        `test` (default: the command) as missing with the reason and its output, and
+        every test in `then` as not run, before the interrupt goes on."""
+        start = time.monotonic()
+        try:
+            ran = self.ctx.remote.run(argv, timeout_s=timeout_s, cwd=cwd, log=log)
+        except KeyboardInterrupt as exc:
+            seconds = time.monotonic() - start
+            self.run.exec_seconds += seconds
+            self.interrupted(test or shlex.join(argv), log, seconds, then, partial, exc)
+            raise
         self.run.exec_seconds += ran.seconds
         return ran
+
+    def interrupted(
+        self,
+        test: str,
+        log: Path,
+        seconds: float,
+        then: Sequence[str],
+        partial: Callable[[str], list[TestResult]] | None,
+        exc: BaseException,
+    ) -> None:
+        why = interrupt.reason(exc)
+        try:
+            output = log.read_text(errors="replace")
+        except OSError:
+            output = ""
+        rel = self.ctx.recorder.relative(log)
+        got = partial(output) if partial is not None else []
+        for r in got:
+            self.add(r.name, r.outcome, r.reason, excerpt=r.excerpt, log=rel)
+        self.add(
+            test,
+            Outcome.MISSING,
+            f"{why} after {seconds:.1f} s, before it finished"
+            + (f" ({len(got)} results read from its output so far)" if got else ""),
+            seconds=seconds,
+            excerpt=tail(output),
+            log=rel,
+        )
+        for name in then:
+            self.add(name, Outcome.MISSING, f"not run: {why}")
+        self.run.interrupted = True
 
     def lost(self, test: str, ran: Ran, log: Path, remaining: list[str]) -> None:
         """The VM went away under `test`: crash if the console says so, else error."""

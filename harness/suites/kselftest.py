@@ -87,7 +87,10 @@ def run(s: Suite) -> None:
             s.add(name, Outcome.MISSING, "the build stage did not report this selftest")
             continue
         log = s.dir / f"{slug(name)}.log"
-        ran = s.exec([f"./{PurePosixPath(name).name}"], s.spec.timeout_s, log, selftest_cwd(name))
+        argv = [f"./{PurePosixPath(name).name}"]
+        ran = s.exec(
+            argv, s.spec.timeout_s, log, selftest_cwd(name), test=name, then=names[i + 1 :]
+        )
         if ran.lost:
             s.lost(name, ran, log, names[i + 1 :])
             return

@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
+import re
+
 from harness import junit
 from harness.config import SuiteSpec
 from harness.names import slug
-from harness.results import Outcome
+from harness.results import Outcome, TestResult
 from harness.suites.base import OUTPUT, PAYLOAD, Suite, tail
 
 # The guest suite's folder in this repository when lab.yaml names no path.
 DEFAULT_PATH = "tests/guest"
+
+# A `pytest -v` progress line: "guest/test_x.py::TestA::test_b[p] PASSED   [ 10%]".
+_PROGRESS = re.compile(
+    r"^(?P<id>\S+?::.+?) (?P<word>PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)(?: |$)"
+)
+_WORDS = {
+    "PASSED": Outcome.PASS,
+    "FAILED": Outcome.FAIL,
+    "SKIPPED": Outcome.SKIP,
+    "ERROR": Outcome.ERROR,
+    "XFAIL": Outcome.SKIP,
+    "XPASS": Outcome.FAIL,
+}
+
+
+def junit_name(nodeid: str) -> str:
+    """A pytest node id as the JUnit report names it (classname::name), so results read
+    from the progress lines match those read from junit.xml."""
+    parts = [p for p in nodeid.split("::") if p != "()"]
+    parts[0] = re.sub(r"\.py$", "", parts[0].replace("/", "."))
+    return f"{'.'.join(parts[:-1])}::{parts[-1]}" if len(parts) > 1 else parts[0]
+
+
+def progress_results(output: str) -> list[TestResult]:
+    """The verdicts pytest -v printed so far (for a run stopped before its JUnit file)."""
+    rows: list[TestResult] = []
+    for line in output.splitlines():
+        m = _PROGRESS.match(line.strip())
+        if m:
+            word = m["word"]
+            reason = "" if word == "PASSED" else f"pytest said {word} (no JUnit: interrupted)"
+            rows.append(TestResult("", junit_name(m["id"]), _WORDS[word], reason))
+    return rows
 
 
 def guest_path(spec: SuiteSpec) -> str:
@@ -50,7 +85,7 @@ def run(s: Suite) -> None:
         "-v",
         f"--junitxml={xml}",
     ]
-    ran = s.exec(argv, s.spec.timeout_s, log, PAYLOAD)
+    ran = s.exec(argv, s.spec.timeout_s, log, PAYLOAD, test=path, partial=progress_results)
     rel = s.ctx.recorder.relative(log)
     if ran.lost:
         s.lost(path, ran, log, [])

@@ -2,7 +2,10 @@
 
 FAKE_QEMU_MODE picks the behaviour: ssh (a banner on the forwarded port, then wait for
 QMP quit), panic (a crash on the console, then exit 0 as -no-reboot does), exit (fail at
-once with status 1), silent (never print, never answer).
+once with status 1), silent (never print, never answer), abort (QEMU 10.0.2's TCG
+assertion, then SIGABRT), abort-once and silent-once (that, the first time only, marked
+by FAKE_QEMU_FLAG), paused (boots, but QMP says the guest stopped on an I/O error).
+Each start appends a line to FAKE_QEMU_COUNT when it is set.
 """
 
 from __future__ import annotations
@@ -15,12 +18,26 @@ import sys
 import threading
 import time
 
+ASSERTION = (
+    "qemu-system-x86_64: ../../system/physmem.c:2617: iotlb_to_section: "
+    "Assertion `section_index < d->map.sections_nb' failed."
+)
+
 
 def arg(argv: list[str], flag: str) -> str:
     return argv[argv.index(flag) + 1]
 
 
-def serve_qmp(path: str) -> None:
+def opt(value: str, key: str) -> str:
+    """key's value in a QEMU option string, ",," read as a comma (as QEMU does)."""
+    parts = value.replace(",,", "\0").split(",")
+    for part in parts:
+        if part.startswith(f"{key}="):
+            return part[len(key) + 1 :].replace("\0", ",")
+    raise KeyError(key)
+
+
+def serve_qmp(path: str, status: str) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(1)
@@ -29,9 +46,20 @@ def serve_qmp(path: str) -> None:
         conn.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\n')
         for line in conn.makefile("rb"):
             cmd = json.loads(line)["execute"]
+            if cmd == "query-status":
+                reply = {"return": {"status": status, "running": status == "running"}}
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+                continue
             conn.sendall(b'{"return": {}}\n')
             if cmd == "quit":
                 os._exit(0)
+
+
+def first_time(flag: str) -> bool:
+    if not flag or os.path.exists(flag):
+        return False
+    open(flag, "w").close()
+    return True
 
 
 def serve_ssh(port: int) -> None:
@@ -47,15 +75,30 @@ def serve_ssh(port: int) -> None:
 
 def main() -> None:
     argv = sys.argv[1:]
-    console = arg(argv, "-chardev").split("path=", 1)[1]
-    qmp = arg(argv, "-qmp").removeprefix("unix:").split(",", 1)[0]
+    if "--version" in argv:
+        print("QEMU emulator version 10.0.2 (fake)")
+        return
+    count = os.environ.get("FAKE_QEMU_COUNT")
+    if count:
+        with open(count, "a") as f:
+            f.write(" ".join(argv) + "\n")
+    console = opt(arg(argv, "-chardev"), "path")
+    qmp = opt("path=" + arg(argv, "-qmp").removeprefix("unix:"), "path")
+    open(opt(arg(argv, "-drive"), "file"), "rb").close()  # the overlay exists
     port = int(re.search(r"hostfwd=tcp:127.0.0.1:(\d+)-", arg(argv, "-netdev"))[1])  # type: ignore[index]
     mode = os.environ.get("FAKE_QEMU_MODE", "ssh")
     out = open(console, "w", buffering=1)  # noqa: SIM115
-    threading.Thread(target=serve_qmp, args=(qmp,), daemon=True).start()
+    status = "io-error" if mode == "paused" else "running"
+    threading.Thread(target=serve_qmp, args=(qmp, status), daemon=True).start()
     flag = os.environ.get("FAKE_QEMU_FLAG", "")
-    if mode == "port-taken-once" and flag and not os.path.exists(flag):
-        open(flag, "w").close()
+    if mode == "abort" or (mode == "abort-once" and first_time(flag)):
+        out.write("[    0.000000] Linux version 7.3.0 (fake)\n")
+        print(ASSERTION, file=sys.stderr, flush=True)
+        os.abort()
+    if mode == "silent-once" and first_time(flag):
+        out.write("[    0.100000] tsc: Marking TSC unstable due to clocksource watchdog\n")
+        time.sleep(600)
+    if mode == "port-taken-once" and first_time(flag):
         print(f"qemu: Could not set up host forwarding rule 'tcp:127.0.0.1:{port}-:22'",
               file=sys.stderr)  # fmt: skip
         sys.exit(1)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.crash import Crash, scan
+from harness.interrupt import Interrupted
 from harness.qemu.machine import ssh_endpoint
 from harness.remote import Endpoint, Ran
 
@@ -20,6 +21,9 @@ class Reply:
     out: str = ""
     lost: bool = False
     timed_out: bool = False
+    # Ctrl-C/SIGTERM while the command runs: its output so far is logged, then the
+    # interrupt is raised (as harness.remote does).
+    interrupt: str | None = None
 
 
 class RecordingRunner:
@@ -72,6 +76,8 @@ class FakeRemote(RecordingRunner):
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(f"$ {' '.join(argv)}\n{reply.out}")
+        if reply.interrupt is not None:
+            raise Interrupted(reply.interrupt)
         code = 124 if reply.timed_out else reply.code
         return Ran(
             " ".join(argv),
@@ -129,6 +135,8 @@ class FakeMachine:
         (run_dir / "qemu-cmdline.txt").write_text(" ".join(self.qemu_argv) + "\n")
         self.boot_seconds = 8.0
         self.dead = False
+        # What health() says: None while fine (tests set a paused state).
+        self.state: str | None = None
 
     def __enter__(self) -> FakeMachine:
         return self
@@ -141,6 +149,9 @@ class FakeMachine:
 
     def wait_exit(self, timeout: float) -> int | None:
         return None
+
+    def health(self) -> str | None:
+        return "QEMU exited with status 0" if self.dead else self.state
 
     def crash(self) -> list[Crash] | None:
         return scan(self.console_log.read_text()) or None

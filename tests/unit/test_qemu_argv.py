@@ -15,7 +15,7 @@ def spec(**changes: object) -> config.VmSpec:
     return config.VmSpec().model_copy(update=changes)
 
 
-def launch_for(s: config.VmSpec, tmp_path: Path) -> argv.Launch:
+def launch_for(s: config.VmSpec, tmp_path: Path, network: bool = False) -> argv.Launch:
     return argv.Launch(
         vm=s,
         accel=TCG,
@@ -25,11 +25,12 @@ def launch_for(s: config.VmSpec, tmp_path: Path) -> argv.Launch:
         qmp_socket=tmp_path / "qmp.sock",
         ssh_port=40022,
         cmdline=tuple(argv.kernel_cmdline(s)),
+        network=network,
     )
 
 
-def argv_for(s: config.VmSpec, tmp_path: Path) -> list[str]:
-    return argv.qemu_argv(launch_for(s, tmp_path))
+def argv_for(s: config.VmSpec, tmp_path: Path, network: bool = False) -> list[str]:
+    return argv.qemu_argv(launch_for(s, tmp_path, network))
 
 
 def after(args: list[str], flag: str) -> list[str]:
@@ -57,8 +58,8 @@ def test_qemu_argv_essentials(tmp_path: Path) -> None:
     assert after(args, "-accel") == ["tcg"] and after(args, "-cpu") == ["max"]
     assert after(args, "-kernel") == [str(tmp_path / "bzImage")]
     assert "panic=-1" in after(args, "-append")[0].split()
-    # SSH forwarded on loopback only.
-    assert after(args, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22"]
+    # SSH forwarded on loopback only; the guest reaches nothing else (restrict=on).
+    assert after(args, "-netdev") == ["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"]
     # The serial console goes to the file from the start; QMP on a unix socket.
     assert f"file,id=console,path={tmp_path / 'console.log'}" in after(args, "-chardev")
     assert after(args, "-serial") == ["chardev:console"]
@@ -105,3 +106,57 @@ def test_console_loglevel_keeps_warnings() -> None:
     # loglevel=5 shows KERN_WARNING (4) and worse: WARN splats stay on the console.
     words = argv.kernel_cmdline(spec())
     assert "loglevel=5" in words
+
+
+def test_a_suite_that_needs_the_network_gets_it(tmp_path: Path) -> None:
+    args = argv_for(spec(), tmp_path, network=True)
+    assert after(args, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22"]
+
+
+def split_opts(value: str) -> list[str]:
+    """QEMU's option parser: split at single commas, ",," is a literal comma."""
+    parts, cur, i = [], "", 0
+    while i < len(value):
+        if value[i] == ",":
+            if value[i + 1 : i + 2] == ",":
+                cur, i = cur + ",", i + 2
+                continue
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += value[i]
+        i += 1
+    return [*parts, cur]
+
+
+def test_commas_in_paths_are_doubled(tmp_path: Path) -> None:
+    """A results folder with a comma (issue 15): each path stays one option value,
+    nothing after the comma becomes an option of its own."""
+    root = tmp_path / "results,format=raw,if=none"
+    args = argv.qemu_argv(
+        argv.Launch(
+            vm=spec(),
+            accel=TCG,
+            bzimage=root / "bzImage",
+            disk=root / "disk.qcow2",
+            console=root / "console.log",
+            qmp_socket=root / "qmp.sock",
+            ssh_port=40022,
+            cmdline=("console=ttyS0",),
+        )
+    )
+    (drive,) = after(args, "-drive")
+    assert split_opts(drive)[0] == f"file={root / 'disk.qcow2'}"
+    assert split_opts(drive)[1:] == ["format=qcow2", "if=virtio", "cache=unsafe", "discard=unmap"]
+    (chardev,) = after(args, "-chardev")
+    assert split_opts(chardev) == ["file", "id=console", f"path={root / 'console.log'}"]
+    (qmp,) = after(args, "-qmp")
+    assert split_opts(qmp) == [f"unix:{root / 'qmp.sock'}", "server=on", "wait=off"]
+    # -kernel takes its value whole (no option parsing): unchanged.
+    assert after(args, "-kernel") == [str(root / "bzImage")]
+
+
+def test_tcg_boots_skip_the_timer_check_kvm_boots_do_not() -> None:
+    # A loaded host made TCG miss the IO-APIC timer check: a panic that is not the kernel's.
+    assert "no_timer_check" in argv.kernel_cmdline(spec(), accel="tcg")
+    assert "no_timer_check" not in argv.kernel_cmdline(spec(), accel="kvm")

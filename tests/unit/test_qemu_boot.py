@@ -61,6 +61,8 @@ def fake_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeBoot:
         return accel.Probe(False, "test", (10, 0, 0))
 
     monkeypatch.setattr(accel, "cached_probe", no_kvm)
+    monkeypatch.setenv("LAB_CACHE", str(tmp_path / "cache"))  # the overlays go there
+    monkeypatch.setenv("FAKE_QEMU_COUNT", str(tmp_path / "starts"))
     lab = config.load()
     lab = lab.model_copy(
         update={"vm": lab.vm.model_copy(update={"qemu": str(qemu), "boot_timeout_s": 20})}
@@ -68,10 +70,15 @@ def fake_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeBoot:
 
     def boot(mode: str, nested: bool = False, **vm_changes: object) -> Machine:
         monkeypatch.setenv("FAKE_QEMU_MODE", mode)
+        run_dir = vm_changes.pop("run_dir", tmp_path / "run")
+        assert isinstance(run_dir, Path)
         lab_ = lab.model_copy(update={"vm": lab.vm.model_copy(update=vm_changes)})
         return qemu_boot.boot(
-            lab_, tmp_path / "bzImage", img, tmp_path / "run", probe_nested=nested
+            lab_, tmp_path / "bzImage", img, run_dir, probe_nested=nested, on_retry=retries.append
         )
+
+    retries: list[str] = []
+    boot.retries = retries  # type: ignore[attr-defined]
 
     return boot
 
@@ -192,3 +199,126 @@ def test_deep_run_dir_boots_and_cleans_its_socket_folder(
         socket_dir = m.qmp_socket.parent
     assert m.proc.returncode == 0  # QMP quit through the short path worked
     assert not socket_dir.exists()
+
+
+def starts(tmp_path: Path) -> int:
+    path = tmp_path / "starts"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def overlays(tmp_path: Path) -> list[Path]:
+    return list((tmp_path / "cache" / "overlays").glob("*"))
+
+
+def test_overlay_is_scratch_in_the_cache_and_gone_once_qemu_holds_it(
+    fake_boot: FakeBoot, tmp_path: Path
+) -> None:
+    with fake_boot("ssh") as m:
+        assert m.overlay.parent == tmp_path / "cache" / "overlays"
+        assert not m.overlay.exists() and overlays(tmp_path) == []
+        assert not (tmp_path / "run" / "disk.qcow2").exists()
+        assert f"file={m.overlay}" in (tmp_path / "run" / "qemu-cmdline.txt").read_text()
+
+
+def test_overlay_left_by_a_dead_lab_is_swept(fake_boot: FakeBoot, tmp_path: Path) -> None:
+    folder = tmp_path / "cache" / "overlays"
+    folder.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (folder / f"{dead.pid}-abcd.qcow2").write_bytes(b"x")
+    (folder / f"{os.getpid()}-live.qcow2").write_bytes(b"x")  # a live lab's: kept
+    with fake_boot("ssh"):
+        assert [p.name for p in overlays(tmp_path)] == [f"{os.getpid()}-live.qcow2"]
+
+
+def test_qemu_abort_during_boot_is_retried_once_and_said(
+    fake_boot: FakeBoot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU 10.0.2's TCG assertion on the first start: a second boot, the reason kept in
+    the machine's summary, environment and machine.json, the first console kept."""
+    monkeypatch.setenv("FAKE_QEMU_FLAG", str(tmp_path / "aborted-once"))
+    with fake_boot("abort-once") as m:
+        assert m.alive()
+        (why,) = m.retries
+        assert why.startswith("QEMU was killed by SIGABRT: ") and "iotlb_to_section" in why
+        assert "booted again after: QEMU was killed by SIGABRT" in m.summary()
+        assert "iotlb_to_section" in str(m.environment()["boot_retried"])
+        assert "iotlb_to_section" in (tmp_path / "run" / "machine.json").read_text()
+    assert fake_boot.retries == [why]  # type: ignore[attr-defined]
+    assert starts(tmp_path) == 2
+    assert (tmp_path / "run" / "console-attempt1.log").is_file()
+    assert "Assertion" in (tmp_path / "run" / "qemu-attempt1.log").read_text()
+    assert overlays(tmp_path) == []
+
+
+def test_qemu_that_aborts_twice_fails_after_one_retry(fake_boot: FakeBoot, tmp_path: Path) -> None:
+    with pytest.raises(qemu_boot.BootFailure) as info:
+        fake_boot("abort")
+    assert starts(tmp_path) == 2
+    assert "QEMU was killed by SIGABRT before SSH came up" in info.value.message
+    assert "iotlb_to_section" in info.value.message
+
+
+def test_silent_hang_before_init_is_retried_once(
+    fake_boot: FakeBoot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU_FLAG", str(tmp_path / "hung-once"))
+    with fake_boot("silent-once", silence_timeout_s=5) as m:
+        assert m.alive() and m.retries == (
+            "no console output for 5s and no SSH, no crash on the console",
+        )
+    assert starts(tmp_path) == 2
+
+
+@pytest.mark.parametrize("mode", ["panic", "exit"])
+def test_kernel_panic_and_bad_qemu_options_are_not_retried(
+    fake_boot: FakeBoot, tmp_path: Path, mode: str
+) -> None:
+    with pytest.raises(qemu_boot.BootFailure) as info:
+        fake_boot(mode)
+    assert info.value.qemu_fault is None
+    assert starts(tmp_path) == 1
+    assert fake_boot.retries == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("code", "output", "fault"),
+    [
+        (-6, "", "QEMU was killed by SIGABRT"),
+        (-11, "", "QEMU was killed by SIGSEGV"),
+        (
+            1,
+            "qemu: fatal: Trying to execute code outside RAM\n",
+            "QEMU exited with status 1: qemu: fatal:",
+        ),
+        (-9, "", None),  # a person or the OOM killer
+        (-15, "", None),
+        (1, "qemu-system-x86_64: -drive file=x: Could not open 'x'\n", None),
+        (0, "", None),
+    ],
+)
+def test_what_counts_as_qemu_failing_by_itself(code: int, output: str, fault: str | None) -> None:
+    got = qemu_boot.qemu_fault(code, output)
+    assert (got is None) if fault is None else (got is not None and got.startswith(fault))
+
+
+def test_results_path_with_a_comma_boots(fake_boot: FakeBoot, tmp_path: Path) -> None:
+    run_dir = tmp_path / "results,if=none" / "cell"
+    with fake_boot("ssh", run_dir=run_dir) as m:
+        assert m.alive() and m.qmp_socket.parent == run_dir
+        assert (run_dir / "console.log").read_text().startswith("[    0.000000] Linux")
+    assert m.proc.returncode == 0  # QMP quit through the socket path with a comma
+
+
+def test_paused_guest_is_said_by_health(fake_boot: FakeBoot) -> None:
+    with fake_boot("paused") as m:
+        why = m.health()
+        assert why is not None and "status io-error" in why and "overlay" in why
+    assert m.health() == "QEMU exited with status 0"
+
+
+def test_qemu_killed_by_a_signal_says_which(fake_boot: FakeBoot) -> None:
+    with fake_boot("ssh") as m:
+        m.proc.kill()
+        m.proc.wait()
+        assert m.health() == "QEMU was killed by SIGKILL"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness.qemu import nested
 
 NESTED_LINE = (
@@ -50,3 +52,26 @@ def test_nested_line_from_a_real_lean_boot() -> None:
 def test_only_the_lean_init_is_waited_for_on_the_console() -> None:
     assert nested.console_wait_s("lean") == nested.NESTED_CONSOLE_WAIT_S
     assert nested.console_wait_s("systemd") == 0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"present": true, "vm_types": ["x"], "created": [0]}',  # issue 15's line
+        '{"present": true, "vm_types": [0], "created": "0,1"}',
+        '{"present": true, "vm_types": [0.5], "created": [null]}',
+        '{"present": true, "vm_types": 7}',
+        "[1, 2, 3]",
+        '"present"',
+        "null",
+        '{"present": true, "vm_types": [0, 1',  # cut off mid-line
+        '{"present": true, "vm_types": [' + "9" * 5000 + "]}",
+    ],
+)
+def test_malformed_nested_line_does_not_abort_the_boot(line: str) -> None:
+    """A guest printing a malformed probe line: no nested KVM, the text quoted, no
+    exception (the boot went on)."""
+    found = nested.nested_from_console(f"[ 1.0] x\n{nested.NESTED_MARK}{line}\n")
+    assert found is not None and not found.ok
+    assert found.detail.startswith("the probe printed") or "present" in found.detail
+    assert len(found.detail) <= 500

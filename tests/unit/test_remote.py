@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import io
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,129 +109,6 @@ def test_command_line_is_quoted_and_bounded() -> None:
     assert cmd == "cd '/var/tmp/x y' && timeout -k 10 30 ./t 'a b' '$(reboot);'"
 
 
-@pytest.mark.parametrize(
-    ("exit_code", "expect_code", "timed_out", "lost"),
-    [
-        (0, 0, False, False),
-        (1, 1, False, False),
-        (4, 4, False, False),
-        (124, 124, True, False),
-        (-1, None, False, True),
-    ],
-)
-def test_run_maps_exit_status(
-    mock: MockRemote, exit_code: int, expect_code: int | None, timed_out: bool, lost: bool
-) -> None:
-    expect(mock, Command("timeout -k 10 30 ./t", out=b"ok 1 a\n", exit=exit_code))
-    r = remote.Remote(VM)
-    r.connect(deadline_s=5)
-    ran = r.run(["./t"], timeout_s=30)
-    assert (ran.exit_code, ran.timed_out, ran.lost) == (expect_code, timed_out, lost)
-    assert ran.ok == (exit_code == 0)
-    if not lost:
-        assert ran.stdout == "ok 1 a\n"
-
-
-def test_run_local_timeout_becomes_timed_out(
-    mock: MockRemote, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(remote, "_KILL_GRACE_S", 0)
-    monkeypatch.setattr(remote, "_LOCAL_GRACE_S", 0)
-    # The channel reports no exit status for ~0.5 s; the local bound is 0.1 s.
-    expect(mock, Command(out=b"partial\n", waits=50))
-    r = remote.Remote(VM)
-    r.connect(deadline_s=5)
-    ran = r.run(["sleep", "600"], timeout_s=0.1)
-    assert ran.timed_out
-
-
-def test_run_streams_output_to_a_log(mock: MockRemote, tmp_path: Path) -> None:
-    expect(mock, Command(out=b"TAP version 13\nok 1 a\n", err=b"warn\n", exit=1))
-    r = remote.Remote(VM)
-    r.connect(deadline_s=5)
-    log = tmp_path / "raw" / "t.log"
-    ran = r.run(["./t"], timeout_s=5, log=log)
-    text = log.read_text()
-    assert ran.exit_code == 1
-    assert text.startswith("$ timeout -k 10 5 ./t\n")
-    assert "ok 1 a" in text and "warn" in text
-
-
-def test_push_sends_one_tar_stream(mock: MockRemote, tmp_path: Path) -> None:
-    (tmp_path / "guest").mkdir()
-    (tmp_path / "guest" / "test_a.py").write_text("def test_a(): pass\n")
-    (tmp_path / "guest" / "__pycache__").mkdir()
-    (tmp_path / "guest" / "__pycache__" / "x.pyc").write_bytes(b"\0")
-    (tmp_path / "st").mkdir()
-    (tmp_path / "st" / "guest_memfd_test").write_bytes(b"\x7fELF")
-    dest = "/var/tmp/gmemlab/payload"
-    (channel,) = expect(mock, Command(f"rm -rf {dest} && mkdir -p {dest} && tar -xzf - -C {dest}"))
-    r = remote.Remote(VM)
-    r.connect(deadline_s=5)
-    sent = r.push([(tmp_path / "guest", "guest"), (tmp_path / "st", "selftests")], dest)
-    channel.exec_command.assert_called_once_with(
-        f"rm -rf {dest} && mkdir -p {dest} && tar -xzf - -C {dest}"
-    )
-    data = channel._stdin.getvalue()
-    assert len(data) == sent
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
-        names = sorted(tar.getnames())
-    assert names == [
-        "guest",
-        "guest/test_a.py",
-        "selftests",
-        "selftests/guest_memfd_test",
-    ]
-
-
-def test_push_failure_names_the_cause(mock: MockRemote, tmp_path: Path) -> None:
-    expect(mock, Command(err=b"tar: write error: No space left on device\n", exit=2))
-    r = remote.Remote(VM)
-    r.connect(deadline_s=5)
-    with pytest.raises(InfraError, match="No space left"):
-        r.push([(tmp_path, "x")], "/var/tmp/p")
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, body in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    return buf.getvalue()
-
-
-def test_fetch_unpacks_results(mock: MockRemote, tmp_path: Path) -> None:
-    archive = tar_of({"./junit.xml": b"<testsuites/>", "./raw/out.log": b"ok\n"})
-    expect(mock, Command("tar -cf - -C /var/tmp/gmemlab/out .", out=archive))
-    r = remote.Remote(VM)
-    r.connect(deadline_s=5)
-    got = r.fetch("/var/tmp/gmemlab/out", tmp_path)
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in got) == [
-        "junit.xml",
-        "raw/out.log",
-    ]
-    assert (tmp_path / "raw" / "out.log").read_text() == "ok\n"
-
-
-def test_fetch_refuses_paths_outside_the_folder(mock: MockRemote, tmp_path: Path) -> None:
-    expect(mock, Command(out=tar_of({"../escape": b"x"})))
-    r = remote.Remote(VM)
-    r.connect(deadline_s=5)
-    with pytest.raises(InfraError, match="refusing the archive"):
-        r.fetch("/out", tmp_path / "dest")
-    assert not (tmp_path / "escape").exists()
-
-
-def test_read_text_missing_file_is_none(mock: MockRemote) -> None:
-    expect(mock, Command("cat -- /nope", exit=1), Command("cat -- /etc/hostname", out=b"vm\n"))
-    r = remote.Remote(VM)
-    r.connect(deadline_s=5)
-    assert r.read_text("/nope") is None
-    assert r.read_text("/etc/hostname") == "vm\n"
-
-
 def test_unknown_host_key_is_refused_not_retried(mock: MockRemote) -> None:
     expect(mock, Command("true"))
     client = client_of(mock)
@@ -244,19 +118,6 @@ def test_unknown_host_key_is_refused_not_retried(mock: MockRemote) -> None:
     with pytest.raises(InfraError, match="host key is not trusted"):
         remote.Remote(VM).connect(deadline_s=30, retry_every_s=0)
     assert client.connect.call_count == 1
-
-
-def test_transport_dying_mid_command_is_lost(mock: MockRemote) -> None:
-    expect(mock, Command("true"))
-    r = remote.Remote(VM)
-    r.connect(deadline_s=5)
-
-    def boom(*args: object, **kwargs: object) -> None:
-        raise paramiko.SSHException("SSH session not active")
-
-    r.conn.run = boom
-    ran = r.run(["sleep", "600"], timeout_s=900)
-    assert ran.lost and ran.exit_code is None and "not active" in ran.error
 
 
 @pytest.mark.parametrize("use_ssh_config", [False, True])

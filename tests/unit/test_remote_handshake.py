@@ -8,97 +8,20 @@ answering cannot hold a connection attempt past its deadlines.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
 import pytest
-from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL
 
 from harness import keys, remote
 from harness.errors import InfraError
-
-
-class _Interface(paramiko.ServerInterface):
-    def __init__(self, server: FakeSshd) -> None:
-        self.server = server
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "publickey"
-
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        self.server.auth_attempts += 1
-        if self.server.auth_delay_s:
-            time.sleep(self.server.auth_delay_s)
-        ok = username == "root" and key.get_base64() == self.server.client_key_b64
-        return AUTH_SUCCESSFUL if ok else AUTH_FAILED
-
-
-class FakeSshd:
-    """Accepts on 127.0.0.1 and speaks SSH with host_key (or, silent, never answers)."""
-
-    def __init__(self, host_key: paramiko.PKey, client_key_b64: str, silent: bool = False) -> None:
-        self.host_key = host_key
-        self.client_key_b64 = client_key_b64
-        self.silent = silent
-        self.auth_delay_s = 0.0
-        self.connections = 0
-        self.auth_attempts = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._held: list[socket.socket] = []
-        self._transports: list[paramiko.Transport] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            self.connections += 1
-            if self.silent:
-                self._held.append(conn)  # a paused guest: TCP up, not a byte back
-                continue
-            t = paramiko.Transport(conn)
-            t.add_server_key(self.host_key)
-            self._transports.append(t)
-            with contextlib.suppress(Exception):
-                t.start_server(server=_Interface(self))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for t in self._transports:
-            t.close()
-        for c in self._held:
-            c.close()
-        self.sock.close()
+from tests.unit.fake_sshd import FakeSshd, sshd
 
 
 @pytest.fixture
 def lab_keys(tmp_path: Path) -> keys.LabKeys:
     return keys.ensure_keys(tmp_path / "keys")
-
-
-@contextlib.contextmanager
-def sshd(
-    host_key: paramiko.PKey, lab_keys: keys.LabKeys, silent: bool = False
-) -> Iterator[FakeSshd]:
-    server = FakeSshd(host_key, lab_keys.client_pubkey.read_text().split()[1], silent)
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def endpoint(server: FakeSshd, lab_keys: keys.LabKeys) -> remote.Endpoint:

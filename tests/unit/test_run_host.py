@@ -75,7 +75,7 @@ class HostHarness:
         monkeypatch.setattr(build, "prepare_request", lambda lab, k, c: None)
         monkeypatch.setattr(build, "build_kernel", build_kernel)
         self.remote = FakeRemote(script or self.suite_script)
-        monkeypatch.setattr(run_stages, "Remote", lambda endpoint: self.remote)
+        monkeypatch.setattr(run_stages, "Remote", lambda endpoint, **kw: self.remote)
 
         def session(target: Any, **kw: Any) -> HostSession:
             return HostSession(

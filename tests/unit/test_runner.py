@@ -47,7 +47,7 @@ class Harness:
             return m
 
         monkeypatch.setattr(qemu_boot, "boot", boot)
-        monkeypatch.setattr(run_stages, "Remote", lambda endpoint: self.remote)
+        monkeypatch.setattr(run_stages, "Remote", lambda endpoint, **kw: self.remote)
 
     def run(self, lab: LabConfig, suites: tuple[str, ...]) -> tuple[int, Path, str]:
         out = io.StringIO()

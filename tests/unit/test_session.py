@@ -49,7 +49,7 @@ class FakeTransport:
     def __init__(self, chan: FakeChannel, active: bool = True) -> None:
         self.chan, self.active = chan, active
 
-    def open_session(self) -> FakeChannel:
+    def open_session(self, timeout: float | None = None) -> FakeChannel:
         return self.chan
 
     def is_active(self) -> bool:
