@@ -203,3 +203,11 @@ def test_gmem_set_attributes_attaches_the_written_back_struct(
         api.gmem_set_attributes(3, 0, 4 * 4096, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
     assert info.value.attrs.error_offset == 0x2000  # type: ignore[attr-defined]
 
+
+def test_probe_json_carries_the_v8_probes() -> None:
+    feats = probe.Features(gmem_attributes_cap=250, gmem_attributes_cap_candidates=[250])
+    feats.error_offset_input = "ignored"
+    data = json.loads(feats.to_json())
+    assert data["gmem_attributes_cap"] == 250
+    assert data["error_offset_input"] == "ignored"
+    assert feats.summary()["gmem_attributes_cap_candidates"] == "[250]"
