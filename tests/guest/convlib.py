@@ -49,8 +49,10 @@ class ConversionEnv:
             )
 
     def close(self) -> None:
+        """Tear down (idempotent: multipage tests close each VM before the fixture does)."""
         if self.guest is not None:
             self.guest.close()
+            self.guest = None
         self.mem.unmap()
         self.vm.close()
 

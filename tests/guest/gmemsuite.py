@@ -1,5 +1,7 @@
 """Shared test helpers: the session's probed features and skip-with-reason requirements."""
 
+import gzip
+
 import pytest
 from kvm import api, uapi
 from kvm.probe import Features, probe
@@ -56,7 +58,14 @@ def require_vcpus(feats: Features) -> None:
 def require_attrs2(feats: Features) -> None:
     require_kvm(feats)
     if not feats.attrs2_gmem:
-        pytest.skip("KVM_SET_MEMORY_ATTRIBUTES2 not supported")
+        why = "KVM_SET_MEMORY_ATTRIBUTES2 not supported"
+        why += f" (guest_memfd ioctl: {feats.attrs2_gmem_errno or 'not probed'})"
+        if feats.gmem_in_place_conversion_param == "N":
+            # v8: kvm_gmem_ioctl() returns ENOTTY unless gmem_in_place_conversion.
+            why += "; kvm.gmem_in_place_conversion=N, attributes are tracked per VM"
+        elif feats.vm_memory_attributes_param == "Y":
+            why += "; kvm.vm_memory_attributes=Y, attributes are tracked per VM"
+        pytest.skip(why)
 
 
 def require_conversions(feats: Features) -> None:
@@ -90,3 +99,28 @@ def set_private(
         api.gmem_set_attributes(gmem_fd, offset, size, attributes)
     else:
         api.set_memory_attributes(vm_fd, gpa, size, attributes)
+
+
+def require_content_modes(feats: Features) -> None:
+    """Content modes (ZERO/PRESERVE flags) exist in RFC v3..v5 only; v6+ takes flags == 0."""
+    if not feats.any_content_mode:
+        pytest.skip(
+            "content modes not supported: this kernel refuses KVM_SET_MEMORY_ATTRIBUTES2 "
+            "flags ZERO and PRESERVE in both directions (they exist in RFC v3-v5 only)"
+        )
+
+
+def kernel_config(symbol: str) -> str | None:
+    """CONFIG_<symbol> of the running kernel from /proc/config.gz ("y", "m", "n"), or None.
+
+    "n" when the file exists and says "is not set" or does not name the symbol.
+    """
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            text = f.read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(f"CONFIG_{symbol}="):
+            return line.split("=", 1)[1]
+    return "n"

@@ -105,7 +105,10 @@ def test_vm_attributes_conversion(features: Features, guest_factory) -> None:  #
 def test_private_access_memslot_not_private(features: Features, guest_factory) -> None:  # type: ignore[no-untyped-def]
     """PRIVATE attribute on a memslot without guest_memfd -> KVM_EXIT_MEMORY_FAULT."""
     if features.per_gmem_attributes:
-        pytest.skip("per-guest_memfd attributes: a non-gmem memslot cannot be private (series v3)")
+        pytest.skip(
+            "per-guest_memfd attributes: a memslot without guest_memfd cannot be private "
+            "(series v3+; v8's private_mem_kvm_exits_test skips this case the same way)"
+        )
     require_vm_attributes(features, SW)
     vm, guest = guest_factory(SW)
     backing = Mapping(PAGE)
@@ -133,7 +136,8 @@ def test_private_access_memslot_deleted(features: Features, guest_factory) -> No
     result = guest.access(DATA_GPA)
     assert result.exit is not None, f"access to a deleted memslot read {result.value}"
     if features.per_gmem_attributes:
-        # No memslot means no guest_memfd, hence shared: emulated MMIO (series v3, patch 37).
+        # No memslot means no guest_memfd, hence shared: emulated MMIO (v3 patch 37, v8 46;
+        # v8 kvm_gmem_is_private() returns false for a gfn without memslot).
         assert result.exit.reason == uapi.KVM_EXIT_MMIO, result.exit.describe()
         assert result.exit.mmio_addr == DATA_GPA and not result.exit.mmio_is_write
     else:

@@ -166,3 +166,48 @@ def test_probe_without_kvm(monkeypatch: pytest.MonkeyPatch) -> None:
     feats = probe.probe(run_vcpus=False)
     assert not feats.kvm and "/nonexistent/kvm" in feats.kvm_error
     assert not feats.attrs2_gmem
+
+
+def test_ioctl_struct_keeps_write_back_when_the_ioctl_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # KVM_SET_MEMORY_ATTRIBUTES2 writes error_offset back and returns -EAGAIN; fcntl.ioctl
+    # has copied the kernel's buffer into ours by the time it raises.
+    api = guestmods.load("kvm.api")
+
+    def fake_ioctl(fd: int, request: int, buf: bytearray, mutate: bool) -> int:
+        assert mutate and isinstance(buf, bytearray)
+        buf[32:40] = (0x3000).to_bytes(8, "little")
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(api.fcntl, "ioctl", fake_ioctl)
+    arg = api.attrs2(0, 4 * 4096, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    with pytest.raises(OSError) as info:
+        api.set_memory_attributes2(3, arg)
+    assert info.value.errno == 11
+    assert arg.error_offset == 0x3000
+    assert arg.size == 4 * 4096  # the rest of the struct is the buffer's too
+
+
+def test_gmem_set_attributes_attaches_the_written_back_struct(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = guestmods.load("kvm.api")
+
+    def fake_ioctl(fd: int, request: int, buf: bytearray, mutate: bool) -> int:
+        buf[32:40] = (0x2000).to_bytes(8, "little")
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(api.fcntl, "ioctl", fake_ioctl)
+    with pytest.raises(OSError) as info:
+        api.gmem_set_attributes(3, 0, 4 * 4096, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    assert info.value.attrs.error_offset == 0x2000  # type: ignore[attr-defined]
+
+
+def test_probe_json_carries_the_v8_probes() -> None:
+    feats = probe.Features(gmem_attributes_cap=250, gmem_attributes_cap_candidates=[250])
+    feats.error_offset_input = "ignored"
+    data = json.loads(feats.to_json())
+    assert data["gmem_attributes_cap"] == 250
+    assert data["error_offset_input"] == "ignored"
+    assert feats.summary()["gmem_attributes_cap_candidates"] == "[250]"

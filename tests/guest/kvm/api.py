@@ -20,10 +20,19 @@ DEV_KVM = os.environ.get("GMEMLAB_DEV_KVM", "/dev/kvm")
 
 
 def ioctl_struct(fd: int, request: int, obj: ctypes.Structure) -> int:
-    """Issue an ioctl on a struct, copying kernel write-backs into `obj`."""
+    """Issue an ioctl on a struct, copying kernel write-backs into `obj`.
+
+    Also when the ioctl fails: KVM_SET_MEMORY_ATTRIBUTES2 writes error_offset
+    back and then returns -EAGAIN. fcntl.ioctl copies the kernel's view of the
+    buffer back into `buf` before it raises OSError, so the write-back is read
+    from `buf` on both paths (reading it only after a successful return made
+    error_offset look like 0 after every EAGAIN).
+    """
     buf = bytearray(bytes(obj))
-    ret = fcntl.ioctl(fd, request, buf, True)
-    ctypes.memmove(ctypes.addressof(obj), bytes(buf), len(buf))
+    try:
+        ret = fcntl.ioctl(fd, request, buf, True)
+    finally:
+        ctypes.memmove(ctypes.addressof(obj), bytes(buf), len(buf))
     return int(ret)
 
 

@@ -12,7 +12,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 
-from . import api, child, numa, uapi
+from . import api, child, gup, numa, uapi
 from .guest import SCRATCH_GPA, MiniGuest
 
 PARAM_DIR = "/sys/module/kvm/parameters"
@@ -39,6 +39,14 @@ class Features:
     attrs2_vm_errno: str = ""
     # Content-mode flags (RFC v3..v5) accepted per direction, on a SW_PROTECTED gmem
     content_modes: dict[str, dict[str, bool]] = field(default_factory=dict)
+    # The series' KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES, found by its answers (not by a
+    # number): PRIVATE at system scope and for a SW_PROTECTED VM, 0 for a default VM.
+    # None when no capability or more than one answers that way (candidates lists them).
+    gmem_attributes_cap: int | None = None
+    gmem_attributes_cap_candidates: list[int] = field(default_factory=list)
+    # How the gmem ioctl treats a nonzero error_offset on input: "rejected" (EINVAL,
+    # RFC v3), "ignored" (output only, v8's api.rst), another errno name, or "" (not probed)
+    error_offset_input: str = ""
     # kvm.vm_memory_attributes (v3..v7) / kvm.gmem_in_place_conversion (v8+), raw
     vm_memory_attributes_param: str | None = None
     gmem_in_place_conversion_param: str | None = None
@@ -143,6 +151,47 @@ def _probe_content_modes() -> dict[str, dict[str, bool]]:
     return modes
 
 
+# Mainline capabilities whose answers can look like the series' one (PRIVATE for a
+# SW_PROTECTED VM, 0 for a default VM): per-VM KVM_CAP_MEMORY_ATTRIBUTES.
+_NOT_GMEM_ATTRIBUTES_CAPS = {uapi.KVM_CAP_MEMORY_ATTRIBUTES}
+CAP_SCAN_LIMIT = 1024
+
+
+def _probe_gmem_attributes_cap(kvm_fd: int, sw_protected: bool) -> list[int]:
+    """Capabilities answering like KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES (v5: 249, v8: 250).
+
+    KVM_CHECK_EXTENSION has no side effects and answers 0 for unknown numbers, so
+    scanning every number is safe; the number itself is never trusted.
+    """
+    private = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE
+    system = [c for c in range(1, CAP_SCAN_LIMIT) if api.check_extension(kvm_fd, c) == private]
+    with api.Vm() as vm:
+        candidates = [c for c in system if vm.check_extension(c) == 0]
+    if sw_protected:
+        with api.Vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
+            candidates = [c for c in candidates if vm.check_extension(c) == private]
+    return [c for c in candidates if c not in _NOT_GMEM_ATTRIBUTES_CAPS]
+
+
+def _probe_error_offset_input() -> str:
+    """A no-op request (PRIVATE on a page that is already private) with error_offset set.
+
+    RFC v3 rejects it (EINVAL) before anything else; v8 documents error_offset as
+    output only and returns 0 (the range already has the attributes). Nothing changes
+    either way.
+    """
+    with api.Vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
+        fd = vm.create_guest_memfd(uapi.PAGE_SIZE)
+        arg = api.attrs2(
+            0, uapi.PAGE_SIZE, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE, error_offset=uapi.PAGE_SIZE
+        )
+        try:
+            api.set_memory_attributes2(fd, arg)
+        except OSError as exc:
+            return "rejected" if exc.errno == errno.EINVAL else _errno_name(exc.errno)
+    return "ignored"
+
+
 def _vcpu_smoke() -> None:
     """Child body: a default VM runs the mini guest over plain memory."""
     with api.Vm() as vm:
@@ -191,7 +240,7 @@ def probe(run_vcpus: bool = True) -> Features:
     feats.thp_pmd_size = _thp_pmd_size()
     feats.vm_memory_attributes_param = _read_param("vm_memory_attributes")
     feats.gmem_in_place_conversion_param = _read_param("gmem_in_place_conversion")
-    feats.gup_test = os.access(uapi.GUP_TEST_PATH, os.R_OK | os.W_OK)
+    feats.gup_test = gup.available()
     try:
         kvm_fd = api.open_kvm()
     except OSError as exc:
@@ -202,6 +251,12 @@ def probe(run_vcpus: bool = True) -> Features:
         feats.guest_memfd = api.check_extension(kvm_fd, uapi.KVM_CAP_GUEST_MEMFD) > 0
         types_mask = api.check_extension(kvm_fd, uapi.KVM_CAP_VM_TYPES) or 1
         feats.vm_types = [t for t in range(32) if types_mask & (1 << t)]
+        try:
+            candidates = _probe_gmem_attributes_cap(kvm_fd, feats.sw_protected)
+            feats.gmem_attributes_cap_candidates = candidates
+            feats.gmem_attributes_cap = candidates[0] if len(candidates) == 1 else None
+        except OSError as exc:
+            feats.probe_errors.append(f"capability scan: {exc}")
     finally:
         os.close(kvm_fd)
     for vm_type in feats.vm_types:
@@ -223,6 +278,10 @@ def probe(run_vcpus: bool = True) -> Features:
             feats.probe_errors.append(f"KVM_SET_MEMORY_ATTRIBUTES2 probe: {exc}")
         if feats.attrs2_gmem and feats.sw_protected:
             feats.content_modes = _probe_content_modes()
+            try:
+                feats.error_offset_input = _probe_error_offset_input()
+            except OSError as exc:
+                feats.probe_errors.append(f"error_offset input probe: {exc}")
     if run_vcpus:
         try:
             feats.vcpus_run, feats.vcpus_run_reason = _probe_vcpus()
