@@ -1,11 +1,7 @@
 """Commands and files over SSH to the lab VM or a bare-metal host (fabric/paramiko).
 
-Trust is explicit: the host key is pinned (the VM's comes from the image; a bare-metal
-host's from the user's known_hosts) and an unknown or changed key is refused
-(RejectPolicy, never AutoAddPolicy). For the VM only the lab's key is offered: no agent,
-no ~/.ssh keys, no ~/.ssh/config. A bare-metal host is reached through the user's SSH
-config (aliases, ProxyJump, agent), so nothing here assumes 127.0.0.1.
-
+Connecting (and whom to trust) is harness.ssh_connect's job; watching a running
+command is harness.remote_channel's; the payload tar stream is harness.tarpack's.
 Only connecting is retried (sshd may still be starting); a command is never re-run.
 Files go out as one tar stream and come back the same way, over a raw channel, because
 invoke's stdin handling decodes text and would corrupt a binary archive.
@@ -13,53 +9,27 @@ invoke's stdin handling decodes text and would corrupt a binary archive.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import io
 import shlex
-import tarfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import paramiko
-from fabric import Config, Connection
-from paramiko.ssh_exception import NoValidConnectionsError
 
 from harness import interrupt
 from harness.errors import InfraError
+from harness.remote_channel import Abandoned, LocalTimeout, Text, Watch, run_on_channel
+from harness.ssh_connect import NOT_YET, SSH_CHANNEL_TIMEOUT_S, SSH_CONNECT_TIMEOUT_S, connection
+from harness.tarpack import pack, unpack
 
 # The guest's own `timeout` ends a runaway test; this much later the SSH side gives up.
 _KILL_GRACE_S = 10
 _LOCAL_GRACE_S = 30
 # GNU timeout's exit status when it had to stop the command.
 _TIMEOUT_EXIT = 124
-# Each phase of opening a session has its own deadline. paramiko's defaults are 15 s for
-# the banner, 30 s for authentication and an hour to open a channel, so a guest that
-# stops answering without dying (paused on a full disk, stopped) would hold one attempt
-# for up to an hour; with these, one attempt gives up within about 30 s (TCP connect,
-# then the first of banner/auth/channel that stalls).
-SSH_CONNECT_TIMEOUT_S = 10
-SSH_BANNER_TIMEOUT_S = 10
-SSH_AUTH_TIMEOUT_S = 10
-SSH_CHANNEL_TIMEOUT_S = 10
-# While a command runs the lab polls its channel this often, so Ctrl-C/SIGTERM and a
-# stopped guest are acted on within about this long (never "when the command ends").
-POLL_S = 0.1
-# The target's own health check (QEMU's QMP status for a VM) runs this often.
-WATCH_EVERY_S = 2.0
-# Transport liveness: after this long without a byte from the peer, a keepalive that
-# wants a reply is sent; no reply within LIVENESS_TIMEOUT_S means the peer stopped
-# answering without closing the connection (a paused or wedged guest).
-LIVENESS_QUIET_S = 10.0
-LIVENESS_TIMEOUT_S = 20.0
-KEEPALIVE_REQUEST = "keepalive@openssh.com"
-
-# A target's health check: None while it is fine, else why it stopped answering.
-Watch = Callable[[], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -114,123 +84,6 @@ def remote_command(
     return f"cd {shlex.quote(cwd)} && {line}" if cwd else line
 
 
-def _connection(ep: Endpoint, connect_timeout: int) -> Connection:
-    connect_kwargs: dict[str, Any] = {
-        "banner_timeout": SSH_BANNER_TIMEOUT_S,
-        "auth_timeout": SSH_AUTH_TIMEOUT_S,
-        "channel_timeout": SSH_CHANNEL_TIMEOUT_S,
-    }
-    if ep.use_ssh_config:
-        config = Config(ssh_config=ssh_config(ep.ssh_config_files))
-    else:
-        # An explicit, empty SSHConfig stops fabric from reading the user's files.
-        config = Config(ssh_config=paramiko.SSHConfig())
-        connect_kwargs |= {"look_for_keys": False, "allow_agent": False}
-    if ep.key_file is not None:
-        connect_kwargs["key_filename"] = [str(ep.key_file)]
-    conn = Connection(
-        ep.host,
-        user=ep.user,
-        port=ep.port,
-        config=config,
-        connect_timeout=connect_timeout,
-        connect_kwargs=connect_kwargs,
-    )
-    # fabric installs AutoAddPolicy in its constructor; an unknown key must be refused.
-    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    if ep.host_key_line is not None:
-        from harness import keys  # the VM stage's pinning helper
-
-        pinned = keys.host_keys_for(conn.host, conn.port, ep.host_key_line)
-        trusted = conn.client.get_host_keys()
-        for name in pinned:
-            for keytype, key in pinned[name].items():
-                trusted.add(name, keytype, key)
-    else:
-        # OpenSSH's rule: UserKnownHostsFile, where the SSH config sets it, replaces
-        # ~/.ssh/known_hosts (paramiko does not read that option itself).
-        known = conn.ssh_config.get("userknownhostsfile") if ep.use_ssh_config else None
-        if known:
-            whole = Path(known).expanduser()
-            for file in (
-                [whole] if whole.exists() else [Path(w).expanduser() for w in known.split()]
-            ):
-                with contextlib.suppress(FileNotFoundError):
-                    conn.client.load_host_keys(str(file))
-        else:
-            conn.client.load_system_host_keys()
-    return conn
-
-
-USER_SSH_CONFIGS = (Path("~/.ssh/config"), Path("/etc/ssh/ssh_config"))
-
-
-def ssh_config(first: Sequence[Path] = ()) -> paramiko.SSHConfig:
-    """The SSH config a bare-metal host is looked up in: first (in order), then the
-    user's ~/.ssh/config and the system's (fabric's defaults); for each option the
-    first file that sets it wins, as in OpenSSH."""
-    parsed = paramiko.SSHConfig()
-    for path in (*first, *USER_SSH_CONFIGS):
-        try:
-            with path.expanduser().open() as f:
-                parsed.parse(f)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-    return parsed
-
-
-# Failures that mean "not reachable yet"; a wrong host key or refused key never are.
-_NOT_YET: tuple[type[BaseException], ...] = (
-    NoValidConnectionsError,
-    TimeoutError,
-    ConnectionError,
-    EOFError,
-    OSError,
-)
-
-
-class _Liveness:
-    """Does the peer still answer? A keepalive request with want-reply, sent from a
-    helper thread after a quiet spell (paramiko's own keepalives want no reply, so a
-    peer that stopped answering but kept its TCP connection open looks alive to it)."""
-
-    def __init__(self, transport: paramiko.Transport) -> None:
-        self.transport = transport
-        self.heard = time.monotonic()
-        self.sent: float | None = None
-        self.answered = threading.Event()
-
-    def heard_from_peer(self) -> None:
-        self.heard = time.monotonic()
-        self.sent = None
-
-    def _ask(self) -> None:
-        with contextlib.suppress(Exception):
-            self.transport.global_request(KEEPALIVE_REQUEST, wait=True)
-        self.answered.set()
-
-    def check(self) -> str | None:
-        now = time.monotonic()
-        if self.sent is not None and self.answered.is_set():
-            self.heard_from_peer()
-        if self.sent is None:
-            if now - self.heard >= LIVENESS_QUIET_S:
-                self.sent = now
-                self.answered = threading.Event()
-                threading.Thread(target=self._ask, daemon=True, name="ssh-liveness").start()
-            return None
-        if now - self.sent >= LIVENESS_TIMEOUT_S:
-            return (
-                f"the peer stopped answering SSH (no reply to a keepalive in "
-                f"{LIVENESS_TIMEOUT_S:.0f}s, nothing received for {now - self.heard:.0f}s)"
-            )
-        return None
-
-
-class _Abandoned(Exception):
-    """A command given up on: the target stopped answering (the reason is the text)."""
-
-
 class Remote:
     """An SSH session to one endpoint; use as a context manager.
 
@@ -246,7 +99,7 @@ class Remote:
         watch: Watch | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.conn = _connection(endpoint, connect_timeout)
+        self.conn = connection(endpoint, connect_timeout)
         self.watch = watch
 
     def __enter__(self) -> Remote:
@@ -292,7 +145,7 @@ class Remote:
                         "add the host to your known_hosts (ssh-keyscan, then verify it)",
                     ) from None
                 last = str(exc)  # e.g. "Error reading SSH protocol banner": sshd not up
-            except _NOT_YET as exc:
+            except NOT_YET as exc:
                 last = str(exc) or type(exc).__name__
             if time.monotonic() - start + retry_every_s > deadline_s:
                 raise InfraError(
@@ -332,15 +185,15 @@ class Remote:
             log.parent.mkdir(parents=True, exist_ok=True)
             sink = log.open("w", encoding="utf-8", errors="replace", buffering=1)
             sink.write(f"$ {command}\n")
-        out, err = _Text(sink), _Text(sink)
+        out, err = Text(sink), Text(sink)
         deadline = start + timeout_s + _KILL_GRACE_S + _LOCAL_GRACE_S
         code: int | None = None
         timed_out, lost, error = False, False, ""
         try:
             code = self._exec(command, out.feed, err.feed, deadline)
-        except _LocalTimeout:
+        except LocalTimeout:
             timed_out = True
-        except _Abandoned as exc:
+        except Abandoned as exc:
             lost, error = True, str(exc)
         except InfraError as exc:
             lost, error = True, exc.what
@@ -367,8 +220,8 @@ class Remote:
         self,
         command: str,
         code: int | None,
-        out: _Text,
-        err: _Text,
+        out: Text,
+        err: Text,
         start: float,
         *,
         timed_out: bool = False,
@@ -425,67 +278,12 @@ class Remote:
     ) -> int:
         """Run command on a fresh channel until it exits; its exit status (-1: none).
 
-        Raises Interrupted (Ctrl-C/SIGTERM), _LocalTimeout (deadline) and _Abandoned
+        Raises Interrupted (Ctrl-C/SIGTERM), LocalTimeout (deadline) and Abandoned
         (the target stopped answering); the channel is closed on every way out.
         """
         interrupt.check()
         channel = self._open_channel(command)
-        transport = channel.get_transport()
-        liveness = _Liveness(transport)
-        next_watch = time.monotonic() + WATCH_EVERY_S
-        try:
-            channel.exec_command(command)
-            if stdin is not None:
-                self._send(channel, stdin, deadline)
-            while True:
-                interrupt.check()
-                got = _drain(channel.recv_ready, channel.recv, on_out)
-                got = _drain(channel.recv_stderr_ready, channel.recv_stderr, on_err) or got
-                if got:
-                    liveness.heard_from_peer()
-                    continue
-                if channel.exit_status_ready():
-                    break
-                if not transport.is_active():
-                    raise _Abandoned("the SSH transport is down")
-                now = time.monotonic()
-                if now > deadline:
-                    raise _LocalTimeout
-                if now >= next_watch:
-                    next_watch = now + WATCH_EVERY_S
-                    why = self.watch() if self.watch is not None else None
-                    if why:
-                        raise _Abandoned(why)
-                why = liveness.check()
-                if why:
-                    raise _Abandoned(why)
-                channel.status_event.wait(POLL_S)
-            # Everything sent before the exit status is already buffered.
-            _drain(channel.recv_ready, channel.recv, on_out)
-            _drain(channel.recv_stderr_ready, channel.recv_stderr, on_err)
-            # Set by now (an exit status or the close): returns at once; -1 for none.
-            return int(channel.recv_exit_status())
-        finally:
-            channel.close()
-
-    def _send(self, channel: paramiko.Channel, data: bytes, deadline: float) -> None:
-        """Write stdin in slices, so an interrupt or a stalled peer is noticed."""
-        view = memoryview(data)
-        while view:
-            interrupt.check()
-            if time.monotonic() > deadline:
-                raise _LocalTimeout
-            try:
-                sent = channel.send(bytes(view[:32768]))
-            except TimeoutError:
-                why = self.watch() if self.watch is not None else None
-                if why:
-                    raise _Abandoned(why) from None
-                continue
-            if sent == 0:
-                raise _Abandoned("the channel closed while sending")
-            view = view[sent:]
-        channel.shutdown_write()
+        return run_on_channel(channel, command, on_out, on_err, deadline, self.watch, stdin)
 
     # --- files -----------------------------------------------------------------------
 
@@ -499,13 +297,13 @@ class Remote:
             code = self._exec(
                 command, out.append, err.append, time.monotonic() + timeout_s, stdin=stdin
             )
-        except _LocalTimeout:
+        except LocalTimeout:
             raise InfraError(
                 f"{self.endpoint.describe()}: transfer did not finish within {timeout_s:.0f}s "
                 f"({command!r})",
                 "check that the guest is still up and not paused (console log, QMP status)",
             ) from None
-        except _Abandoned as exc:
+        except Abandoned as exc:
             raise InfraError(
                 f"{self.endpoint.describe()}: transfer abandoned ({command!r}): {exc}",
                 "see the console log and the report's reason",
@@ -550,82 +348,3 @@ class Remote:
         """A remote file's text, or None when it does not exist."""
         code, out, _ = self._exec_bytes(f"cat -- {shlex.quote(path)}", timeout_s=timeout_s)
         return out.decode(errors="replace") if code == 0 else None
-
-
-def _drain(
-    ready: Callable[[], bool], recv: Callable[[int], bytes], sink: Callable[[bytes], None]
-) -> bool:
-    """Pass on whatever is buffered now; True if anything was."""
-    got = False
-    while ready():
-        data = recv(65536)
-        if not data:  # end of stream
-            break
-        sink(data)
-        got = True
-    return got
-
-
-class _LocalTimeout(Exception):
-    """The command outlived its local deadline (the guest's own timeout did not end it)."""
-
-
-class _Text:
-    """One output stream: decoded as it arrives (UTF-8, bad bytes replaced), copied to
-    the log when there is one, kept whole for the caller."""
-
-    def __init__(self, sink: TextIO | None) -> None:
-        self.sink = sink
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.parts: list[str] = []
-        # Writing the log failed (disk full): kept, and raised once the command ends.
-        self.write_error: OSError | None = None
-
-    def feed(self, data: bytes) -> None:
-        self._add(self.decoder.decode(data))
-
-    def flush(self) -> None:
-        self._add(self.decoder.decode(b"", final=True))
-
-    def _add(self, text: str) -> None:
-        if text:
-            self.parts.append(text)
-            if self.sink is not None and self.write_error is None:
-                try:
-                    self.sink.write(text)
-                except OSError as exc:
-                    self.write_error = exc
-
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
-def _skip_caches(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    name = info.name
-    if "__pycache__" in name or name.endswith((".pyc", ".o", ".d")):
-        return None
-    return info
-
-
-def pack(items: Iterable[tuple[Path, str]]) -> bytes:
-    """A gzip'd tar (fast level: the guest unpacks it under emulation) of items."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
-        for local, arcname in items:
-            tar.add(local, arcname=arcname, filter=_skip_caches)
-    return buf.getvalue()
-
-
-def unpack(data: bytes, dest: Path) -> list[Path]:
-    """Extract a tar safely: the 'data' filter refuses absolute paths, .. and devices."""
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            members = [m for m in tar.getmembers() if m.isfile()]
-            tar.extractall(dest, members=members, filter="data")
-    except tarfile.TarError as exc:
-        raise InfraError(
-            f"refusing the archive sent back by the guest: {exc}",
-            "the guest's results folder holds something other than plain files",
-        ) from None
-    return [dest / m.name for m in members]

@@ -16,7 +16,8 @@ from invoke.exceptions import ThreadException, UnexpectedExit
 
 from harness import interrupt
 from harness.errors import InfraError
-from harness.remote import SSH_CHANNEL_TIMEOUT_S, Endpoint, Remote
+from harness.remote import Endpoint, Remote
+from harness.ssh_connect import SSH_CHANNEL_TIMEOUT_S
 
 
 def run_streamed(

@@ -3,7 +3,7 @@
 `lab host-vm up NAME` writes a block (HostName 127.0.0.1, the forwarded port, the lab's
 key, a known_hosts file holding only the image's pinned host key, StrictHostKeyChecking
 yes) and `down NAME` removes it. A host target reads this file before the user's
-~/.ssh/config (harness.remote.ssh_config), so `hosts: NAME: {ssh: NAME}` in lab.yaml
+~/.ssh/config (harness.ssh_connect.ssh_config), so `hosts: NAME: {ssh: NAME}` in lab.yaml
 reaches the VM exactly as a real host is reached through the user's config. OpenSSH
 reads it with `ssh -F <file> NAME`, or through an `Include` of it in ~/.ssh/config.
 

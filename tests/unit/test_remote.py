@@ -11,7 +11,7 @@ import pytest
 from fabric.testing.base import Command, MockRemote, Session
 from paramiko.ssh_exception import NoValidConnectionsError
 
-from harness import remote
+from harness import remote, ssh_connect
 from harness.errors import InfraError
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIx0gWJFWCN9TeGpTMrhOVoC9OfUCdtx8MkHelHM7Hlm"
@@ -126,10 +126,10 @@ def test_every_connection_phase_is_bounded(mock: MockRemote, use_ssh_config: boo
     ep = VM if not use_ssh_config else remote.Endpoint(host="tdx-1", use_ssh_config=True)
     remote.Remote(ep).connect(deadline_s=5)
     kwargs = client_of(mock).connect.call_args.kwargs
-    assert kwargs["timeout"] == remote.SSH_CONNECT_TIMEOUT_S
-    assert kwargs["banner_timeout"] == remote.SSH_BANNER_TIMEOUT_S
-    assert kwargs["auth_timeout"] == remote.SSH_AUTH_TIMEOUT_S
-    assert kwargs["channel_timeout"] == remote.SSH_CHANNEL_TIMEOUT_S
+    assert kwargs["timeout"] == ssh_connect.SSH_CONNECT_TIMEOUT_S
+    assert kwargs["banner_timeout"] == ssh_connect.SSH_BANNER_TIMEOUT_S
+    assert kwargs["auth_timeout"] == ssh_connect.SSH_AUTH_TIMEOUT_S
+    assert kwargs["channel_timeout"] == ssh_connect.SSH_CHANNEL_TIMEOUT_S
 
 
 def test_channel_that_cannot_open_is_an_infra_error(mock: MockRemote) -> None:
@@ -140,7 +140,7 @@ def test_channel_that_cannot_open_is_an_infra_error(mock: MockRemote) -> None:
     transport.open_session.side_effect = paramiko.SSHException("Timeout opening channel.")
     with pytest.raises(InfraError, match="could not open an SSH channel"):
         r.read_text("/etc/hostname")
-    transport.open_session.assert_called_once_with(timeout=remote.SSH_CHANNEL_TIMEOUT_S)
+    transport.open_session.assert_called_once_with(timeout=ssh_connect.SSH_CHANNEL_TIMEOUT_S)
 
 
 def test_a_lab_host_vm_is_reached_through_the_labs_ssh_config(
@@ -150,7 +150,7 @@ def test_a_lab_host_vm_is_reached_through_the_labs_ssh_config(
 
     user_config = tmp_path / "user_config"
     user_config.write_text("Host *\n    User bob\n    Port 2200\n")
-    monkeypatch.setattr(remote, "USER_SSH_CONFIGS", (user_config,))
+    monkeypatch.setattr(ssh_connect, "USER_SSH_CONFIGS", (user_config,))
     known = tmp_path / "hv1.known_hosts"
     known.write_text(f"[127.0.0.1]:40022 {HOST_KEY}\n")
     lab_file = tmp_path / "ssh_config"
@@ -179,7 +179,7 @@ def test_other_hosts_still_follow_the_users_ssh_config(
 ) -> None:
     user_config = tmp_path / "user_config"
     user_config.write_text("Host tdx-1\n    HostName 10.0.0.7\n    User bob\n    Port 2200\n")
-    monkeypatch.setattr(remote, "USER_SSH_CONFIGS", (user_config,))
+    monkeypatch.setattr(ssh_connect, "USER_SSH_CONFIGS", (user_config,))
     lab_file = tmp_path / "ssh_config"
     lab_file.write_text("Host hv1\n    HostName 127.0.0.1\n")
     expect(mock, Command("true"))

@@ -22,7 +22,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from harness import interrupt, keys, remote
+from harness import interrupt, keys, remote, remote_channel
 from harness.errors import InfraError
 from tests.unit.fake_sshd import FakeSshd, Handler, host_key_of, sshd
 
@@ -189,7 +189,7 @@ def test_unhealthy_target_abandons_the_command(
     served: tuple[FakeSshd, remote.Remote], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The VM's QMP status says paused: the command is lost within the watch period."""
-    monkeypatch.setattr(remote, "WATCH_EVERY_S", 0.2)
+    monkeypatch.setattr(remote_channel, "WATCH_EVERY_S", 0.2)
     server, r = served
     handler, closed = wait_until_stopped()
     use(server, handler)
@@ -206,8 +206,8 @@ def test_peer_that_stops_answering_is_lost(
 ) -> None:
     """TCP stays up but the peer no longer answers (a frozen guest): lost after the
     liveness timeout, not at the command's own timeout."""
-    monkeypatch.setattr(remote, "LIVENESS_QUIET_S", 0.3)
-    monkeypatch.setattr(remote, "LIVENESS_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(remote_channel, "LIVENESS_QUIET_S", 0.3)
+    monkeypatch.setattr(remote_channel, "LIVENESS_TIMEOUT_S", 1.0)
     server, r = served
     handler, _ = wait_until_stopped()
     use(server, handler)
@@ -222,8 +222,8 @@ def test_peer_that_stops_answering_is_lost(
 def test_quiet_but_answering_peer_is_not_lost(
     served: tuple[FakeSshd, remote.Remote], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote, "LIVENESS_QUIET_S", 0.2)
-    monkeypatch.setattr(remote, "LIVENESS_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(remote_channel, "LIVENESS_QUIET_S", 0.2)
+    monkeypatch.setattr(remote_channel, "LIVENESS_TIMEOUT_S", 0.5)
     server, r = served
 
     def slow(command: str, channel: paramiko.Channel) -> int:
@@ -317,7 +317,7 @@ def test_push_failure_names_the_cause(
 def test_transfer_to_an_unhealthy_target_is_an_infra_error(
     served: tuple[FakeSshd, remote.Remote], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote, "WATCH_EVERY_S", 0.1)
+    monkeypatch.setattr(remote_channel, "WATCH_EVERY_S", 0.1)
     server, r = served
     handler, _ = wait_until_stopped()
     use(server, handler)

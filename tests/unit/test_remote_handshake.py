@@ -14,7 +14,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from harness import keys, remote
+from harness import keys, remote, ssh_connect
 from harness.errors import InfraError
 from tests.unit.fake_sshd import FakeSshd, sshd
 
@@ -79,7 +79,7 @@ def test_silent_guest_cannot_hold_a_connection_attempt(
     lab_keys: keys.LabKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A paused guest: TCP is accepted (QEMU's user network does that) but no banner.
-    monkeypatch.setattr(remote, "SSH_BANNER_TIMEOUT_S", 1)
+    monkeypatch.setattr(ssh_connect, "SSH_BANNER_TIMEOUT_S", 1)
     right = paramiko.Ed25519Key.from_private_key_file(str(lab_keys.host_key))
     with sshd(right, lab_keys, silent=True) as server:
         r = remote.Remote(endpoint(server, lab_keys), connect_timeout=1)
@@ -93,7 +93,7 @@ def test_silent_guest_cannot_hold_a_connection_attempt(
 def test_stalled_authentication_hits_its_deadline(
     lab_keys: keys.LabKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote, "SSH_AUTH_TIMEOUT_S", 1)
+    monkeypatch.setattr(ssh_connect, "SSH_AUTH_TIMEOUT_S", 1)
     right = paramiko.Ed25519Key.from_private_key_file(str(lab_keys.host_key))
     with sshd(right, lab_keys) as server:
         server.auth_delay_s = 5
@@ -105,10 +105,10 @@ def test_stalled_authentication_hits_its_deadline(
 
 def test_every_connection_phase_has_an_explicit_deadline() -> None:
     limits = (
-        remote.SSH_CONNECT_TIMEOUT_S,
-        remote.SSH_BANNER_TIMEOUT_S,
-        remote.SSH_AUTH_TIMEOUT_S,
-        remote.SSH_CHANNEL_TIMEOUT_S,
+        ssh_connect.SSH_CONNECT_TIMEOUT_S,
+        ssh_connect.SSH_BANNER_TIMEOUT_S,
+        ssh_connect.SSH_AUTH_TIMEOUT_S,
+        ssh_connect.SSH_CHANNEL_TIMEOUT_S,
     )
     # TCP connect, then the first phase that stalls: about 30 s at most per attempt.
-    assert remote.SSH_CONNECT_TIMEOUT_S + max(limits[1:]) <= 30
+    assert ssh_connect.SSH_CONNECT_TIMEOUT_S + max(limits[1:]) <= 30
