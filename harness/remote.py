@@ -57,6 +57,9 @@ WATCH_EVERY_S = 2.0
 LIVENESS_QUIET_S = 10.0
 LIVENESS_TIMEOUT_S = 20.0
 KEEPALIVE_REQUEST = "keepalive@openssh.com"
+# After the exit status, output still arriving is read to its end (EOF); this long with
+# nothing more ends the wait (a background child keeping the pipe open).
+EOF_GRACE_S = 5.0
 
 # A target's health check: None while it is fine, else why it stopped answering.
 Watch = Callable[[], "str | None"]
@@ -437,15 +440,27 @@ class Remote:
             channel.exec_command(command)
             if stdin is not None:
                 self._send(channel, stdin, deadline)
+            exited_at: float | None = None
             while True:
                 interrupt.check()
                 got = _drain(channel.recv_ready, channel.recv, on_out)
                 got = _drain(channel.recv_stderr_ready, channel.recv_stderr, on_err) or got
                 if got:
                     liveness.heard_from_peer()
+                    if exited_at is not None:
+                        exited_at = time.monotonic()
                     continue
+                if channel.closed or (channel.eof_received and channel.exit_status_ready()):
+                    break  # all output is in: the peer sent EOF (or closed)
                 if channel.exit_status_ready():
-                    break
+                    # sshd may send the exit status before the rest of the output (it
+                    # packetises the command's pipe 32 KiB at a time): read on until EOF,
+                    # unless nothing more comes (a background child holding the pipe).
+                    exited_at = exited_at or time.monotonic()
+                    if time.monotonic() - exited_at > EOF_GRACE_S:
+                        break
+                    time.sleep(0.02)
+                    continue
                 if not transport.is_active():
                     raise _Abandoned("the SSH transport is down")
                 now = time.monotonic()
@@ -460,7 +475,6 @@ class Remote:
                 if why:
                     raise _Abandoned(why)
                 channel.status_event.wait(POLL_S)
-            # Everything sent before the exit status is already buffered.
             _drain(channel.recv_ready, channel.recv, on_out)
             _drain(channel.recv_stderr_ready, channel.recv_stderr, on_err)
             # Set by now (an exit status or the close): returns at once; -1 for none.
