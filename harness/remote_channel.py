@@ -24,6 +24,9 @@ WATCH_EVERY_S = 2.0
 LIVENESS_QUIET_S = 10.0
 LIVENESS_TIMEOUT_S = 20.0
 KEEPALIVE_REQUEST = "keepalive@openssh.com"
+# After the exit status, output still arriving is read to its end (EOF); this long with
+# nothing more ends the wait (a background child keeping the pipe open).
+EOF_GRACE_S = 5.0
 
 # A target's health check: None while it is fine, else why it stopped answering.
 Watch = Callable[[], "str | None"]
@@ -51,15 +54,27 @@ def run_on_channel(
         channel.exec_command(command)
         if stdin is not None:
             send(channel, stdin, deadline, watch)
+        exited_at: float | None = None
         while True:
             interrupt.check()
             got = drain(channel.recv_ready, channel.recv, on_out)
             got = drain(channel.recv_stderr_ready, channel.recv_stderr, on_err) or got
             if got:
                 liveness.heard_from_peer()
+                if exited_at is not None:
+                    exited_at = time.monotonic()
                 continue
+            if channel.closed or (channel.eof_received and channel.exit_status_ready()):
+                break  # all output is in: the peer sent EOF (or closed)
             if channel.exit_status_ready():
-                break
+                # sshd may send the exit status before the rest of the output (it
+                # packetises the command's pipe 32 KiB at a time): read on until EOF,
+                # unless nothing more comes (a background child holding the pipe).
+                exited_at = exited_at or time.monotonic()
+                if time.monotonic() - exited_at > EOF_GRACE_S:
+                    break
+                time.sleep(0.02)
+                continue
             if not transport.is_active():
                 raise Abandoned("the SSH transport is down")
             now = time.monotonic()
@@ -74,7 +89,6 @@ def run_on_channel(
             if why:
                 raise Abandoned(why)
             channel.status_event.wait(POLL_S)
-        # Everything sent before the exit status is already buffered.
         drain(channel.recv_ready, channel.recv, on_out)
         drain(channel.recv_stderr_ready, channel.recv_stderr, on_err)
         # Set by now (an exit status or the close): returns at once; -1 for none.

@@ -103,6 +103,48 @@ def test_run_maps_exit_status(
     assert ran.stdout == "ok 1 a\n"
 
 
+def test_output_after_the_exit_status_is_not_lost(
+    served: tuple[FakeSshd, remote.Remote],
+) -> None:
+    """sshd sends the exit status as soon as the command exits, while the rest of its
+    output may still be on the way (it cut a 33 KB junit.xml at 32 KiB in a real run)."""
+    server, r = served
+    body = b"".join(b"<testcase name='t%d'/>\n" % i for i in range(20000))
+
+    def late(command: str, channel: paramiko.Channel) -> None:
+        channel.sendall(body[:32768])
+        channel.send_exit_status(0)
+        time.sleep(0.3)
+        channel.sendall(body[32768:])
+        channel.shutdown_write()  # EOF
+        return None
+
+    use(server, late)
+    ran = r.run(["cat", "junit.xml"], timeout_s=30)
+    assert ran.exit_code == 0 and ran.stdout.encode() == body
+    use(server, late)
+    assert r.read_text("/out/junit.xml") == body.decode()
+
+
+def test_a_background_child_holding_the_pipe_does_not_hold_the_lab(
+    served: tuple[FakeSshd, remote.Remote], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(remote_channel, "EOF_GRACE_S", 0.5)
+    server, r = served
+
+    def lingering(command: str, channel: paramiko.Channel) -> None:
+        channel.sendall(b"done\n")
+        channel.send_exit_status(0)
+        time.sleep(5)  # no EOF: something still holds the output open
+        return None
+
+    use(server, lingering)
+    start = time.monotonic()
+    ran = r.run(["sh", "-c", "daemon &"], timeout_s=30)
+    assert ran.ok and ran.stdout == "done\n"
+    assert time.monotonic() - start < 3
+
+
 def test_run_streams_output_to_a_log(
     served: tuple[FakeSshd, remote.Remote], tmp_path: Path
 ) -> None:
