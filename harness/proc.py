@@ -187,3 +187,14 @@ def tail(path: Path, lines: int) -> str:
     except FileNotFoundError:
         return "    (no log)"
     return "\n".join("    " + line for line in text)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process with this pid exists (ours or not: EPERM means it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -35,6 +35,7 @@ from typing import Literal
 from harness import names
 from harness.errors import InfraError
 from harness.hosts.shell import HostShell
+from harness.proc import pid_alive
 
 LOCK_PATH = "/run/gmemlab.lock"
 # The kernel-command-line word that marks a host kexec'd by a run (see above).
@@ -166,16 +167,6 @@ def parse_reply(stdout: str) -> Reply:
     return Reply("error", boot_id, uptime, stdout.strip()[-300:] or "no answer")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stale_reason(
     holder: LockOwner, *, boot_id: str, lab_host: str, pid_alive: Callable[[int], bool]
 ) -> str | None:
@@ -206,7 +197,7 @@ class HostLock:
         lab_host: str | None = None,
         user: str | None = None,
         pid: int | None = None,
-        pid_alive: Callable[[int], bool] = _pid_alive,
+        pid_alive: Callable[[int], bool] = pid_alive,
         kexec_grace_s: float = 900.0,
         poll_s: float = 15.0,
         clock: Callable[[], float] = time.monotonic,

@@ -27,7 +27,7 @@ from harness.config import LabConfig, VmSpec
 from harness.errors import InfraError
 from harness.image import Image
 from harness.paths import cache_dir
-from harness.proc import require_tools, tail
+from harness.proc import pid_alive, require_tools, tail
 from harness.qemu import accel as accel_mod
 from harness.qemu import nested
 from harness.qemu.argv import SSH_HOST, Launch, kernel_cmdline, qemu_argv
@@ -192,7 +192,7 @@ def new_overlay(image: Image) -> Path:
     folder = cache_dir("overlays")
     for old in folder.glob("*.qcow2"):
         pid = old.name.split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             old.unlink(missing_ok=True)
     disk = folder / f"{os.getpid()}-{secrets.token_hex(4)}.qcow2"
     made = subprocess.run(
@@ -208,16 +208,6 @@ def new_overlay(image: Image) -> Path:
             " and free space in the cache (df -h)",
         )
     return disk
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def keep_attempt(run_dir: Path, n: int) -> None:
