@@ -188,18 +188,30 @@ def test_elevated_refcount(make_env: EnvFactory) -> None:
     for test_page in range(n):
         t = make_env(n, True)
         with gup.LongtermPin(t.mem.addr + test_page * PAGE, PAGE):
-            for i in range(n):
-                t.test_shared(i, 0, ord("A"), ord("B"))
-            _expect_eagain(t, 0, n, test_page)
-            for i in range(n):
-                if i == test_page:
-                    _expect_eagain(t, i, 1, test_page)
-                else:
-                    t.convert_to_private(i, ord("B"), ord("C"))
-        t.set_attributes(0, n * PAGE, PRIVATE)
-        for i in range(n):
-            t.test_private(i, ord("B") if i == test_page else ord("C"), ord("D"))
-        t.close()
+            _while_pinned(t, n, test_page)
+        _after_unpin(t, n, test_page)
+
+
+def _while_pinned(t: ConversionEnv, n: int, test_page: int) -> None:
+    """With test_page pinned: converting any range holding it to private fails with
+    EAGAIN naming its offset (kvm_gmem_set_attributes()'s refcount check), and nothing
+    changes; the other pages still convert one by one."""
+    for i in range(n):
+        t.test_shared(i, 0, ord("A"), ord("B"))
+    _expect_eagain(t, 0, n, test_page)
+    for i in range(n):
+        if i == test_page:
+            _expect_eagain(t, i, 1, test_page)
+        else:
+            t.convert_to_private(i, ord("B"), ord("C"))
+
+
+def _after_unpin(t: ConversionEnv, n: int, test_page: int) -> None:
+    """Unpinned: the whole range converts in one call, and every page kept its data."""
+    t.set_attributes(0, n * PAGE, PRIVATE)
+    for i in range(n):
+        t.test_private(i, ord("B") if i == test_page else ord("C"), ord("D"))
+    t.close()
 
 
 def _expect_eagain(t: ConversionEnv, first: int, count: int, pinned: int) -> None:
@@ -217,18 +229,8 @@ def test_elevated_refcount_vmsplice(make_env: EnvFactory) -> None:
         try:
             pinned = libc.vmsplice(pipe_w, t.mem.addr + test_page * PAGE, PAGE)
             assert pinned == PAGE, f"vmsplice pinned {pinned} bytes"
-            for i in range(n):
-                t.test_shared(i, 0, ord("A"), ord("B"))
-            _expect_eagain(t, 0, n, test_page)
-            for i in range(n):
-                if i == test_page:
-                    _expect_eagain(t, i, 1, test_page)
-                else:
-                    t.convert_to_private(i, ord("B"), ord("C"))
+            _while_pinned(t, n, test_page)
         finally:
             os.close(pipe_r)
             os.close(pipe_w)
-        t.set_attributes(0, n * PAGE, PRIVATE)
-        for i in range(n):
-            t.test_private(i, ord("B") if i == test_page else ord("C"), ord("D"))
-        t.close()
+        _after_unpin(t, n, test_page)
