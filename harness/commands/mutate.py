@@ -79,6 +79,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="only the lines the series changes: git diff against the kernel's base (lab.yaml)",
     )
     parser.add_argument(
+        "--mutant",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only this mutant (its id from --list or a report; repeatable): e.g. to check "
+        "that a new test kills a survivor",
+    )
+    parser.add_argument(
         "--sample",
         type=int,
         metavar="N",
@@ -267,9 +275,24 @@ def _candidates(
             f"no definition of {', '.join(missing)} in {', '.join(files)}",
             "check the function name (static functions count too)",
         )
+    if args.mutant:
+        found = _only_ids(found, args.mutant)
     if not found:
         raise UserError("the selection holds no line to mutate", "widen --lines/--function/--diff")
     return mutants.shuffled(found, args.seed), selected
+
+
+def _only_ids(found: list[mutants.Mutant], ids: list[str]) -> list[mutants.Mutant]:
+    """The mutants named by --mutant; an id that names none is an error (a typo, or ids
+    from another file or another universalmutator version)."""
+    by_id = {m.id: m for m in found}
+    unknown = sorted(set(ids) - set(by_id))
+    if unknown:
+        raise UserError(
+            f"--mutant {', '.join(unknown)}: no such mutant in the selection",
+            "take ids from `lab mutate ... --list` or a mutation report",
+        )
+    return [by_id[i] for i in sorted(set(ids))]
 
 
 def _selection(
@@ -308,6 +331,8 @@ def _filters(args: argparse.Namespace, src: SourceTree) -> dict[str, Any]:
         filters["diff"] = hashlib.sha256(args.diff.read_bytes()).hexdigest()[:12]
     if args.series:
         filters["series_base"] = src.base
+    if args.mutant:
+        filters["mutants"] = sorted(set(args.mutant))
     return filters
 
 

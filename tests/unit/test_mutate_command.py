@@ -77,6 +77,19 @@ def test_bad_selections_are_user_errors(
     assert cli.main(["--lab", str(lab_file), "mutate", "--file", "../x.c", "--list"]) == 3
 
 
+def test_mutant_ids_select_exactly_those_mutants(
+    lab_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert lab(lab_file, "--list") == 0
+    every = [row.split()[1] for row in capsys.readouterr().out.splitlines()[1:]]
+    chosen = sorted(every[3:5])
+    assert lab(lab_file, "--list", "--mutant", chosen[1], "--mutant", chosen[0]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert sorted(row.split()[1] for row in rows) == chosen
+    assert lab(lab_file, "--list", "--mutant", "000000000000") == 3
+    assert "--mutant 000000000000: no such mutant" in capsys.readouterr().err
+
+
 class Runner(FakeRunner):
     """FakeRunner that can send this process SIGTERM in the middle of a mutant."""
 
