@@ -13,8 +13,8 @@ import pytest
 from harness import config, history_record, matrix, matrix_index, nightly, report, runner
 from harness.history_report import rate_sparkline_svg
 from harness.results import Outcome, Recorder, TestResult
+from tests.unit.outcomes import F, P
 
-P, F, S = Outcome.PASS, Outcome.FAIL, Outcome.SKIP
 Plan = dict[str, Outcome]
 # (cell, attempt) -> the outcome of each test of the suite "s"
 Planner = Callable[[str, int], Plan]
