@@ -286,23 +286,26 @@ def test_numa_allocation(gmem: int, gmem_flags: int, features: Features) -> None
     def body() -> None:
         mem = Mapping(TOTAL, fd=gmem)
         pages = [mem.addr + PAGE * i for i in range(4)]
-        node0, node1, maxnode = 1, 2, 8
+
+        def bind(first: int, count: int, node: int) -> None:
+            numa.mbind(pages[first], PAGE * count, numa.MPOL_BIND, 1 << node, maxnode=8)
+
+        def allocate_on(low: int, high: int) -> None:
+            """Pages 0-1 bound to node `low` and 2-3 to `high`, then allocated: they land there."""
+            bind(0, 2, low)
+            bind(2, 2, high)
+            mem.fill(0, TOTAL, 0xAA)
+            status, want = numa.move_pages_status(pages), [low, low, high, high]
+            assert status == want, f"pages on nodes {status}, expected {want}"
+
         # Policy set after allocation does not move the page; the hole punch frees it.
         mem.fill(0, PAGE, 0xAA)
-        numa.mbind(pages[0], PAGE, numa.MPOL_BIND, node0, maxnode)
+        bind(0, 1, 0)
         libc.punch_hole(gmem, 0, PAGE)
         # Policy set before allocation decides where pages land.
-        numa.mbind(pages[0], PAGE * 2, numa.MPOL_BIND, node1, maxnode)
-        numa.mbind(pages[2], PAGE * 2, numa.MPOL_BIND, node0, maxnode)
-        mem.fill(0, TOTAL, 0xAA)
-        status = numa.move_pages_status(pages)
-        assert status == [1, 1, 0, 0], f"pages on nodes {status}, expected [1, 1, 0, 0]"
+        allocate_on(1, 0)
         libc.punch_hole(gmem, 0, TOTAL)
-        numa.mbind(pages[0], PAGE * 2, numa.MPOL_BIND, node0, maxnode)
-        numa.mbind(pages[2], PAGE * 2, numa.MPOL_BIND, node1, maxnode)
-        mem.fill(0, TOTAL, 0xAA)
-        status = numa.move_pages_status(pages)
-        assert status == [0, 0, 1, 1], f"pages on nodes {status}, expected [0, 0, 1, 1]"
+        allocate_on(0, 1)
 
     child.expect_ok("numa_allocation", body)
 

@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -33,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from harness.paths import REPO_ROOT, cache_root
 from harness.qemu import qmp
+from tests.integration.labcli import lab_yaml, write_lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.scenario, pytest.mark.faults]
 
@@ -62,24 +61,22 @@ def manifest() -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    # Short: the QMP socket lives in the run folder, and unix socket paths are short.
-    path = Path(tempfile.mkdtemp(prefix="gf-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def command(*argv: str, **settings: Any) -> dict[str, Any]:
+    """A `command` suite that runs argv in the guest."""
+    return {"kind": "command", "argv": list(argv), **settings}
 
 
-def lab_file(tmp: Path, suites: dict[str, dict[str, Any]], **vm: Any) -> Path:
-    """lab.yaml plus test-only suites (and vm: changes); kernel-config/, images/ linked."""
-    data = yaml.safe_load((REPO_ROOT / "lab.yaml").read_text())
+def between(name: str, suite: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Suite `name` between two that run `true`: `first` (passes) and `after`."""
+    return {"first": command("true"), name: suite, "after": command("true")}
+
+
+def lab_file(folder: Path, suites: dict[str, dict[str, Any]], **vm: Any) -> Path:
+    """lab.yaml plus test-only suites (and vm: changes), in folder."""
+    data = lab_yaml()
     data["suites"].update(suites)
     data["vm"].update(vm)
-    for folder in ("kernel-config", "images"):
-        (tmp / folder).symlink_to(REPO_ROOT / folder)
-    path = tmp / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_lab(folder, data)
 
 
 @dataclass
@@ -121,6 +118,11 @@ class Run:
             assert time.monotonic() < deadline, f"no {path}:\n{self.output()[-3000:]}"
             assert self.proc.poll() is None, f"lab ended early:\n{self.output()[-3000:]}"
             time.sleep(0.2)
+
+    def finish_timed(self, timeout: float, since: float) -> tuple[int, float]:
+        """finish(), and the seconds from `since` (a time.monotonic()) to the lab's exit."""
+        code = self.finish(timeout)
+        return code, time.monotonic() - since
 
     def finish(self, timeout: float = BOOT_LIMIT_S) -> int:
         try:
@@ -201,20 +203,10 @@ def reasons(s: dict[str, Any], suite: str) -> list[str]:
 # --- the cases that already worked: still do ------------------------------------------
 
 
-def test_panic_mid_suite_is_a_crash_and_ends_the_run(tmp: Path, manifest: Path) -> None:
-    lab = lab_file(
-        tmp,
-        {
-            "first": {"kind": "command", "argv": ["true"]},
-            "boom": {"kind": "command", "argv": ["sh", "-c", "echo c > /proc/sysrq-trigger"]},
-            "after": {"kind": "command", "argv": ["true"]},
-        },
-    )
-    run = start(lab, manifest, "first,boom,after", tmp / "results")
-    run.wait_for("suite:boom")
-    t0 = time.monotonic()
-    code = run.finish(120)
-    reacted = time.monotonic() - t0
+def test_panic_mid_suite_is_a_crash_and_ends_the_run(short_tmp: Path, manifest: Path) -> None:
+    boom = command("sh", "-c", "echo c > /proc/sysrq-trigger")
+    run = start_between(short_tmp, manifest, "boom", boom)
+    code, reacted = run.finish_timed(120, since=time.monotonic())
     s = check_end(run, code, 1, {"first": "pass", "boom": "crash", "after": "missing"})
     assert "sysrq triggered crash" in json.dumps(s["results"])
     assert reasons(s, "after") == ["not run: the VM was lost in suite boom"]
@@ -222,44 +214,44 @@ def test_panic_mid_suite_is_a_crash_and_ends_the_run(tmp: Path, manifest: Path) 
     print(f"panic: lab exited {reacted:.1f}s after the suite started")
 
 
-def test_hung_test_times_out_and_the_run_goes_on(tmp: Path, manifest: Path) -> None:
-    lab = lab_file(
-        tmp,
-        {
-            "hang": {"kind": "command", "argv": ["sleep", "600"], "timeout_s": 5},
-            "after": {"kind": "command", "argv": ["true"]},
-        },
-    )
-    run = run_to_end(lab, manifest, "hang,after", tmp / "results")
+def test_hung_test_times_out_and_the_run_goes_on(short_tmp: Path, manifest: Path) -> None:
+    hang = command("sleep", "600", timeout_s=5)
+    lab = lab_file(short_tmp, {"hang": hang, "after": command("true")})
+    run = run_to_end(lab, manifest, "hang,after", short_tmp / "results")
     s = check_end(run, run.proc.returncode, 2, {"hang": "timeout", "after": "pass"})
     assert s["complete"]
     assert "[suite:hang] timeout in" in run.output() and "[suite:hang] ok" not in run.output()
     assert "timeout  hang / sleep 600" in run.output()
 
 
-SLEEPY: dict[str, dict[str, Any]] = {
-    "first": {"kind": "command", "argv": ["true"]},
-    "sleepy": {"kind": "command", "argv": ["sleep", "600"], "timeout_s": 900},
-    "after": {"kind": "command", "argv": ["true"]},
-}
+def start_between(
+    folder: Path,
+    manifest: Path,
+    name: str,
+    suite: dict[str, Any],
+    env: dict[str, str] | None = None,
+) -> Run:
+    """`lab run` of first, suite `name`, after (between()): returned once `name` runs."""
+    lab = lab_file(folder, between(name, suite))
+    run = start(lab, manifest, f"first,{name},after", folder / "results", env)
+    run.wait_for(f"suite:{name}")
+    return run
 
 
-def start_sleepy(tmp: Path, manifest: Path, **kw: Any) -> Run:
+def start_sleepy(folder: Path, manifest: Path) -> Run:
     """A run whose second suite sleeps in the guest: returned once the sleep runs."""
-    run = start(lab_file(tmp, SLEEPY), manifest, "first,sleepy,after", tmp / "results", **kw)
-    run.wait_for("suite:sleepy")
+    run = start_between(folder, manifest, "sleepy", command("sleep", "600", timeout_s=900))
     run.wait_for_file(run.cell_dir() / "sleepy" / "command.log")
     time.sleep(2)  # `sleep 600` is running in the guest
     return run
 
 
-def test_qemu_killed_mid_suite_is_said_with_its_signal(tmp: Path, manifest: Path) -> None:
-    run = start_sleepy(tmp, manifest)
+def test_qemu_killed_mid_suite_is_said_with_its_signal(short_tmp: Path, manifest: Path) -> None:
+    run = start_sleepy(short_tmp, manifest)
     machine = json.loads((run.cell_dir() / "machine.json").read_text())
     t0 = time.monotonic()
     os.kill(machine["qemu_pid"], signal.SIGKILL)
-    code = run.finish(120)
-    reacted = time.monotonic() - t0
+    code, reacted = run.finish_timed(120, since=t0)
     s = check_end(run, code, 2, {"first": "pass", "sleepy": "error", "after": "missing"})
     assert "QEMU was killed by SIGKILL" in reasons(s, "sleepy")[0]
     assert "QEMU was killed by SIGKILL" in s["incomplete_reason"]
@@ -267,35 +259,22 @@ def test_qemu_killed_mid_suite_is_said_with_its_signal(tmp: Path, manifest: Path
     print(f"QEMU killed: lab exited {reacted:.1f}s after the kill")
 
 
-def test_guest_sshd_killed_mid_suite_is_an_error(tmp: Path, manifest: Path) -> None:
-    lab = lab_file(
-        tmp,
-        {
-            "first": {"kind": "command", "argv": ["true"]},
-            "killer": {
-                "kind": "command",
-                "argv": ["sh", "-c", "sleep 1; pkill -9 sshd; sleep 60"],
-            },
-            "after": {"kind": "command", "argv": ["true"]},
-        },
-    )
-    run = start(lab, manifest, "first,killer,after", tmp / "results")
-    run.wait_for("suite:killer")
-    t0 = time.monotonic()
-    code = run.finish(120)
-    reacted = time.monotonic() - t0
+def test_guest_sshd_killed_mid_suite_is_an_error(short_tmp: Path, manifest: Path) -> None:
+    killer = command("sh", "-c", "sleep 1; pkill -9 sshd; sleep 60")
+    run = start_between(short_tmp, manifest, "killer", killer)
+    code, reacted = run.finish_timed(120, since=time.monotonic())
     s = check_end(run, code, 2, {"first": "pass", "killer": "error", "after": "missing"})
     assert "QEMU is still running" in reasons(s, "killer")[0]
     assert reacted < 40, reacted
     print(f"sshd killed: lab exited {reacted:.1f}s after the suite started")
 
 
-def test_concurrent_runs_and_boots_do_not_collide(tmp: Path, manifest: Path) -> None:
+def test_concurrent_runs_and_boots_do_not_collide(short_tmp: Path, manifest: Path) -> None:
     """Two `lab run` into one results folder at once, then two `lab boot` started in the
     same second (issue 15 item 8: they shared a run folder and the second one failed on
     the overlay's write lock)."""
-    lab = lab_file(tmp, {"first": {"kind": "command", "argv": ["true"]}})
-    results = tmp / "results"
+    lab = lab_file(short_tmp, {"first": command("true")})
+    results = short_tmp / "results"
     a = start(lab, manifest, "first", results)
     b = start(lab, manifest, "first", results)
     codes = (a.finish(), b.finish())
@@ -327,14 +306,16 @@ def test_concurrent_runs_and_boots_do_not_collide(tmp: Path, manifest: Path) -> 
     assert left_behind(a) == [] and left_behind(b) == []
 
 
-def test_broken_init_fails_the_boot_fast_and_lists_every_suite(tmp: Path, manifest: Path) -> None:
+def test_broken_init_fails_the_boot_fast_and_lists_every_suite(
+    short_tmp: Path, manifest: Path
+) -> None:
     lab = lab_file(
-        tmp,
-        {"first": {"kind": "command", "argv": ["true"]}},
+        short_tmp,
+        {"first": command("true")},
         cmdline_extra=["init=/bin/false"],  # init exits: "Attempted to kill init!"
     )
     t0 = time.monotonic()
-    run = run_to_end(lab, manifest, "first,gmem-ioctl", tmp / "results")
+    run = run_to_end(lab, manifest, "first,gmem-ioctl", short_tmp / "results")
     s = check_end(run, run.proc.returncode, 2, {"first": "missing", "gmem-ioctl": "missing"})
     assert time.monotonic() - t0 < 120
     assert s["stages"]["boot"]["status"] == "failed"
@@ -353,13 +334,12 @@ def test_broken_init_fails_the_boot_fast_and_lists_every_suite(tmp: Path, manife
     ids=["SIGTERM", "SIGINT"],
 )
 def test_interrupt_mid_suite_exits_within_10s_with_the_results(
-    tmp: Path, manifest: Path, signum: signal.Signals
+    short_tmp: Path, manifest: Path, signum: signal.Signals
 ) -> None:
-    run = start_sleepy(tmp, manifest)
+    run = start_sleepy(short_tmp, manifest)
     t0 = time.monotonic()
     run.proc.send_signal(signum)
-    code = run.finish(60)
-    reacted = time.monotonic() - t0
+    code, reacted = run.finish_timed(60, since=t0)
     s = check_end(run, code, 2, {"first": "pass", "sleepy": "missing", "after": "missing"})
     name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
     assert reasons(s, "sleepy")[0].startswith(f"interrupted by {name} after")
@@ -369,10 +349,10 @@ def test_interrupt_mid_suite_exits_within_10s_with_the_results(
     print(f"{signum.name}: lab exited {reacted:.1f}s after the signal")
 
 
-def test_ctrl_c_during_the_guest_suite_keeps_its_progress(tmp: Path, manifest: Path) -> None:
+def test_ctrl_c_during_the_guest_suite_keeps_its_progress(short_tmp: Path, manifest: Path) -> None:
     """The real pytest suite stopped part-way: the verdicts it printed are kept."""
-    lab = lab_file(tmp, {"after": {"kind": "command", "argv": ["true"]}})
-    run = start(lab, manifest, "gmem-ioctl,after", tmp / "results")
+    lab = lab_file(short_tmp, {"after": command("true")})
+    run = start(lab, manifest, "gmem-ioctl,after", short_tmp / "results")
     run.wait_for("suite:gmem-ioctl")
     log = run.cell_dir() / "gmem-ioctl" / "pytest.log"
     run.wait_for_file(log)
@@ -382,8 +362,7 @@ def test_ctrl_c_during_the_guest_suite_keeps_its_progress(tmp: Path, manifest: P
         time.sleep(0.2)
     t0 = time.monotonic()
     run.proc.send_signal(signal.SIGINT)
-    code = run.finish(60)
-    reacted = time.monotonic() - t0
+    code, reacted = run.finish_timed(60, since=t0)
     s = run.summary()
     suites = {k: v["outcome"] for k, v in s["suites"].items()}
     assert suites["after"] == "missing"
@@ -398,13 +377,12 @@ def test_ctrl_c_during_the_guest_suite_keeps_its_progress(tmp: Path, manifest: P
 
 
 @pytest.mark.faults_core
-def test_paused_vm_is_detected_within_30s(tmp: Path, manifest: Path) -> None:
-    run = start_sleepy(tmp, manifest)
+def test_paused_vm_is_detected_within_30s(short_tmp: Path, manifest: Path) -> None:
+    run = start_sleepy(short_tmp, manifest)
     sock = run.cell_dir() / "qmp.sock"
     t0 = time.monotonic()
     qmp.execute(sock, "stop")
-    code = run.finish(120)
-    reacted = time.monotonic() - t0
+    code, reacted = run.finish_timed(120, since=t0)
     s = check_end(run, code, 2, {"first": "pass", "sleepy": "error", "after": "missing"})
     assert "status paused" in reasons(s, "sleepy")[0]
     assert reacted < PAUSED_LIMIT_S, reacted
@@ -426,48 +404,28 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def test_full_overlay_disk_pauses_the_guest_and_is_detected(tmp: Path, manifest: Path) -> None:
+def test_full_overlay_disk_pauses_the_guest_and_is_detected(
+    short_tmp: Path, manifest: Path
+) -> None:
     """The overlay's file system fills while the guest writes (issue 15: QEMU paused the
     guest with io-error and the lab waited 14 minutes): detected within 30 s."""
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a size-limited tmpfs")
     # A cache of our own: the shared one's folders linked in, overlays on a small tmpfs.
-    cache = tmp / "cache"
+    cache = short_tmp / "cache"
     cache.mkdir()
     for entry in cache_root().iterdir():
         if entry.name != "overlays":
             (cache / entry.name).symlink_to(entry)
-    lab = lab_file(
-        tmp,
-        {
-            "first": {"kind": "command", "argv": ["true"]},
-            "fill": {
-                "kind": "command",
-                "argv": [
-                    "dd",
-                    "if=/dev/urandom",
-                    "of=/var/tmp/fill",
-                    "bs=1M",
-                    "count=300",
-                    "oflag=direct",
-                ],
-                "timeout_s": 600,
-            },
-            "after": {"kind": "command", "argv": ["true"]},
-        },
-    )
+    dd = ["dd", "if=/dev/urandom", "of=/var/tmp/fill", "bs=1M", "count=300", "oflag=direct"]
+    fill = command(*dd, timeout_s=600)
     with tmpfs(cache / "overlays", "48m") as overlays:
-        run = start(
-            lab, manifest, "first,fill,after", tmp / "results", env={"LAB_CACHE": str(cache)}
-        )
-        run.wait_for("suite:fill")
+        run = start_between(short_tmp, manifest, "fill", fill, env={"LAB_CACHE": str(cache)})
         deadline = time.monotonic() + 300
         while free_bytes(overlays) > 1 << 20:
             assert time.monotonic() < deadline and run.proc.poll() is None, run.output()[-3000:]
             time.sleep(0.2)
-        t0 = time.monotonic()
-        code = run.finish(120)
-        reacted = time.monotonic() - t0
+        code, reacted = run.finish_timed(120, since=time.monotonic())
         s = check_end(run, code, 2, {"first": "pass", "fill": "error", "after": "missing"})
         assert left_behind(run, cache) == []
     assert "status io-error" in reasons(s, "fill")[0]
@@ -478,21 +436,14 @@ def test_full_overlay_disk_pauses_the_guest_and_is_detected(tmp: Path, manifest:
 
 @pytest.mark.faults_core
 def test_full_results_disk_ends_with_a_reason_and_an_agreeing_summary(
-    tmp: Path, manifest: Path
+    short_tmp: Path, manifest: Path
 ) -> None:
     """The results folder's file system fills mid-run: exit 2, never 1 or a traceback,
     summary.json (written into the space set aside) says 2 and lists every suite."""
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a size-limited tmpfs")
-    lab = lab_file(
-        tmp,
-        {
-            "first": {"kind": "command", "argv": ["true"]},
-            "talk": {"kind": "command", "argv": ["sh", "-c", "sleep 8; seq 1 200000"]},
-            "after": {"kind": "command", "argv": ["true"]},
-        },
-    )
-    with tmpfs(tmp / "small", "24m") as small:
+    lab = lab_file(short_tmp, between("talk", command("sh", "-c", "sleep 8; seq 1 200000")))
+    with tmpfs(short_tmp / "small", "24m") as small:
         run = start(lab, manifest, "first,talk,after", small / "results")
         run.wait_for("suite:talk")
         filler = small / "filler"
@@ -528,14 +479,16 @@ exec qemu-system-x86_64 "$@"
 
 
 @pytest.mark.faults_core
-def test_qemu_abort_during_boot_is_retried_once_and_reported(tmp: Path, manifest: Path) -> None:
-    wrapper = tmp / "qemu-abort-once"
-    wrapper.write_text(ABORT_ONCE.replace("{flag}", str(tmp / "aborted")))
+def test_qemu_abort_during_boot_is_retried_once_and_reported(
+    short_tmp: Path, manifest: Path
+) -> None:
+    wrapper = short_tmp / "qemu-abort-once"
+    wrapper.write_text(ABORT_ONCE.replace("{flag}", str(short_tmp / "aborted")))
     wrapper.chmod(0o755)
-    lab = lab_file(tmp, {"first": {"kind": "command", "argv": ["true"]}}, qemu=str(wrapper))
-    run = run_to_end(lab, manifest, "first", tmp / "results")
+    lab = lab_file(short_tmp, {"first": command("true")}, qemu=str(wrapper))
+    run = run_to_end(lab, manifest, "first", short_tmp / "results")
     s = check_end(run, run.proc.returncode, 0, {"first": "pass"})
-    assert (tmp / "aborted").exists()
+    assert (short_tmp / "aborted").exists()
     retried = s["environment"]["boot_retried"]
     assert retried.startswith("QEMU was killed by SIGABRT") and "iotlb_to_section" in retried
     assert "booted again after" in s["stages"]["boot"]["note"]
@@ -547,27 +500,27 @@ def test_qemu_abort_during_boot_is_retried_once_and_reported(tmp: Path, manifest
 # --- hostile or odd input -------------------------------------------------------------
 
 
-def test_results_path_with_commas_boots(tmp: Path, manifest: Path) -> None:
-    lab = lab_file(tmp, {"first": {"kind": "command", "argv": ["true"]}})
-    results = tmp / "res,ults,format=raw"
+def test_results_path_with_commas_boots(short_tmp: Path, manifest: Path) -> None:
+    lab = lab_file(short_tmp, {"first": command("true")})
+    results = short_tmp / "res,ults,format=raw"
     run = run_to_end(lab, manifest, "first", results)
     check_end(run, run.proc.returncode, 0, {"first": "pass"})
     cmdline = (run.cell_dir() / "qemu-cmdline.txt").read_text()
     assert "res,,ults,,format=raw" in cmdline
 
 
-def test_command_suite_without_argv_is_refused_at_load(tmp: Path, manifest: Path) -> None:
-    lab = lab_file(tmp, {"noargv": {"kind": "command"}})
+def test_command_suite_without_argv_is_refused_at_load(short_tmp: Path, manifest: Path) -> None:
+    lab = lab_file(short_tmp, {"noargv": {"kind": "command"}})
     t0 = time.monotonic()
     done = subprocess.run(
         [*LAB, "--lab", str(lab), "run", "--manifest", str(manifest), "--suites", "noargv",
-         "--results", str(tmp / "results")],
+         "--results", str(short_tmp / "results")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 3, done.stderr
     assert "suites.noargv.argv" in done.stderr
     assert "Traceback" not in done.stderr
-    assert not (tmp / "results").exists()  # nothing built, booted or written
+    assert not (short_tmp / "results").exists()  # nothing built, booted or written
     assert time.monotonic() - t0 < 30
 
 
@@ -608,13 +561,12 @@ PROBE = (
 
 @pytest.mark.parametrize("network", [False, True], ids=["restricted", "network"])
 def test_guest_reaches_host_loopback_only_when_a_suite_asks(
-    tmp: Path, manifest: Path, network: bool
+    short_tmp: Path, manifest: Path, network: bool
 ) -> None:
     with host_service() as port:
         code = PROBE.format(port=port, want=network)
-        suite = {"kind": "command", "argv": ["python3", "-c", code], "network": network}
-        lab = lab_file(tmp, {"probe": suite})
-        run = run_to_end(lab, manifest, "probe", tmp / "results")
+        lab = lab_file(short_tmp, {"probe": command("python3", "-c", code, network=network)})
+        run = run_to_end(lab, manifest, "probe", short_tmp / "results")
     check_end(run, run.proc.returncode, 0, {"probe": "pass"})
     cmdline = (run.cell_dir() / "qemu-cmdline.txt").read_text()
     assert ("restrict=on" in cmdline) is not network

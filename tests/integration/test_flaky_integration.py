@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from harness.paths import REPO_ROOT
 from tests.integration import twin_trees
+from tests.integration.labcli import lab_yaml, write_lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
@@ -29,7 +28,7 @@ TEST = "sh -c 'test $(( $(od -An -N1 -tu1 /dev/urandom) % 3 )) -ne 0'"
 
 
 def lab_file(folder: Path) -> Path:
-    data = yaml.safe_load((REPO_ROOT / "lab.yaml").read_text())
+    data = lab_yaml()
     data["suites"]["coin"] = {"kind": "command", "argv": COIN, "timeout_s": 60}
     data["matrix"] = {
         "flaky": {
@@ -39,11 +38,7 @@ def lab_file(folder: Path) -> Path:
             "suites": ["coin"],
         }
     }
-    for sub in ("kernel-config", "images"):
-        (folder / sub).symlink_to(REPO_ROOT / sub)
-    path = folder / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_lab(folder, data)
 
 
 def test_a_one_in_three_failure_is_flaky_with_its_rate() -> None:

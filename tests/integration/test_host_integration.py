@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from harness.paths import REPO_ROOT, cache_root
-from tests.integration.labcli import lab, summary
+from harness.paths import cache_root
+from tests.integration.labcli import lab, lab_yaml, summary, write_lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
@@ -54,26 +51,14 @@ def host_vm() -> Iterator[str]:
         lab("host-vm", "down", name, timeout=120)
 
 
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    # A QEMU QMP socket lives in the results folder (qemu cells): keep paths short.
-    path = Path(tempfile.mkdtemp(prefix="gh-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def lab_file(tmp: Path, hosts: dict[str, dict[str, Any]], **extra: Any) -> Path:
     """lab.yaml with the -hosttest config set, a cheap suite, hosts and extra sections."""
-    data = yaml.safe_load((REPO_ROOT / "lab.yaml").read_text())
+    data = lab_yaml()
     data["configs"]["hosttest"] = HOSTTEST
     data["suites"]["uname"] = {"kind": "command", "argv": ["uname", "-r"]}
     data["hosts"] = hosts
     data.update(extra)
-    for folder in ("kernel-config", "images"):
-        (tmp / folder).symlink_to(REPO_ROOT / folder)
-    path = tmp / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_lab(tmp, data)
 
 
 def host_entry(name: str, **settings: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from harness.paths import REPO_ROOT, cache_root
-from tests.integration.labcli import lab, summary
+from tests.integration.labcli import lab, lab_yaml, summary, write_lab
 from tests.unit.fake_series import commit_series
 
 pytestmark = [pytest.mark.slow, pytest.mark.scenario]
@@ -101,18 +101,13 @@ def unappliable(mbox_text: str) -> str:
 
 
 def lab_file(tmp: Path, kernels: dict[str, Any], selftests: list[str] | None = None) -> Path:
-    """lab.yaml plus kernels and a `hello` command suite; kernel-config/ and images/
-    linked beside it (the same recipe hash: the image is reused)."""
-    data = yaml.safe_load((REPO_ROOT / "lab.yaml").read_text())
+    """lab.yaml plus kernels and a `hello` command suite, in tmp."""
+    data = lab_yaml()
     data["kernels"].update(kernels)
     data["suites"]["hello"] = {"kind": "command", "argv": ["true"]}
     if selftests:
         data["suites"]["kselftests"]["tests"] += selftests
-    for folder in ("kernel-config", "images"):
-        (tmp / folder).symlink_to(REPO_ROOT / folder)
-    path = tmp / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_lab(tmp, data)
 
 
 def run_failing_series(
@@ -137,6 +132,15 @@ def report(results: Path) -> str:
     return (results / "latest" / "report.md").read_text()
 
 
+def checkout_status() -> set[str]:
+    """`git status` of the checkout, ignored and untracked files included, a line each."""
+    done = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return set(done.stdout.splitlines())
+
+
 # --- (a) any tree, anywhere --------------------------------------------------------------
 
 
@@ -149,12 +153,7 @@ def test_make_lab_test_on_a_tree_at_a_hostile_path(short_tmp: Path) -> None:
     (outer / "linux").symlink_to(tree)  # the cached tree: ccache has all of it
     kernel = f"{outer}/../my tree, v1/linux"
     before_outer = sorted(os.listdir(outer))
-    before_repo = set(
-        subprocess.run(
-            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-        ).stdout.splitlines()
-    )  # fmt: skip
+    before_repo = checkout_status()
     done = subprocess.run(
         ["make", "-o", ".deps-installed", "lab-test", f"KERNEL={kernel}"],
         cwd=REPO_ROOT,
@@ -177,12 +176,7 @@ def test_make_lab_test_on_a_tree_at_a_hostile_path(short_tmp: Path) -> None:
     assert built.is_relative_to(cache_root() / "builds")
     # Nothing new beside the tree or in the checkout, except under results/.
     assert sorted(os.listdir(outer)) == before_outer
-    after_repo = set(
-        subprocess.run(
-            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-        ).stdout.splitlines()
-    )  # fmt: skip
+    after_repo = checkout_status()
     new = [line for line in after_repo - before_repo if "results/" not in line]
     assert not [n for n in new if "__pycache__" not in n], new
 

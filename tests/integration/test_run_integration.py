@@ -14,23 +14,18 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness.paths import REPO_ROOT
-from tests.integration.labcli import LAB, lab, summary
+from tests.integration.labcli import LAB, lab, lab_yaml, summary, write_lab
 
 pytestmark = pytest.mark.slow
 
 
 def lab_file(tmp_path: Path, suites: dict[str, dict[str, object]]) -> Path:
-    """lab.yaml plus test-only suites; kernel-config/ and images/ linked beside it."""
-    data = yaml.safe_load((REPO_ROOT / "lab.yaml").read_text())
+    """lab.yaml plus test-only suites, in tmp_path."""
+    data = lab_yaml()
     data["suites"].update(suites)
-    for folder in ("kernel-config", "images"):
-        (tmp_path / folder).symlink_to(REPO_ROOT / folder)
-    path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_lab(tmp_path, data)
 
 
 def run_args(lab_yaml: Path, manifest: Path, suites: str, results: Path) -> list[str]:

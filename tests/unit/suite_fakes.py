@@ -1,5 +1,6 @@
-"""Helpers for the suite-kind tests: a Ran with just an exit status, result rows as
-tuples, and a Context around the fake remote and a real Recorder."""
+"""Helpers for the suite-kind tests: a mainline build's selftests, a Ran with just an
+exit status, result rows as tuples, and a Context around the fake remote and a real
+Recorder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from harness import suites
 from harness.remote import Ran
 from harness.results import Outcome, Recorder, TestResult
 from tests.unit.fakes import FakeBuild, FakeRemote
+
+# A mainline build's selftests (fake_build's statuses): the series-only one is absent.
+MAINLINE_SELFTESTS = {
+    "guest_memfd_test": "built",
+    "x86/private_mem_conversions_test": "built",
+    "guest_memfd_conversions_test": "absent",
+}
 
 
 def ran(code: int | None, timed_out: bool = False) -> Ran:

@@ -16,8 +16,7 @@ from harness.config import LabConfig
 from harness.errors import UserError
 from harness.progress import Progress
 from harness.results import Outcome, Recorder, TestResult
-
-P, F, S, E = Outcome.PASS, Outcome.FAIL, Outcome.SKIP, Outcome.ERROR
+from tests.unit.outcomes import F, P, S
 
 Plan = dict[tuple[str, str], Outcome]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -31,6 +32,23 @@ def compiles(b: build.KernelBuild) -> int:
 
 def build_kernel(lab: config.LabConfig, kernel: str, config_name: str) -> build.KernelBuild:
     return build.build_kernel(build.prepare_request(lab, kernel, config_name))
+
+
+E = TypeVar("E", bound=Exception)
+
+
+def failed_build(lab_file: Path, tree: Path, gmem_source: str, raises: type[E]) -> E:
+    """Build `dev` once guest_memfd.c holds gmem_source (the fake compiler fails on BROKEN
+    with a compile error, on NOSPACE with a full disk); the error it raised."""
+    (tree / "virt/kvm/guest_memfd.c").write_text(gmem_source)
+    with pytest.raises(raises) as err:
+        build_kernel(config.load(lab_file), "dev", "lab")
+    return err.value
+
+
+def lab_build(lab_file: Path, config_name: str = "lab") -> int:
+    """`lab build --kernel dev --config CONFIG_NAME`'s exit code."""
+    return cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", config_name])
 
 
 def test_build_produces_artifacts_selftests_and_manifest(lab_file: Path, tree: Path) -> None:
@@ -147,12 +165,9 @@ def test_up_to_date_check_sees_edits_and_changed_settings(lab_file: Path, tree: 
 
 
 def test_failed_build_leaves_a_failed_manifest(lab_file: Path, tree: Path) -> None:
-    lab = config.load(lab_file)
-    good = build_kernel(lab, "dev", "lab")
-    (tree / "virt/kvm/guest_memfd.c").write_text("BROKEN\n")
-    with pytest.raises(TreeError) as err:
-        build_kernel(lab, "dev", "lab")
-    assert "error: x" in err.value.message  # the compiler's line is quoted
+    good = build_kernel(config.load(lab_file), "dev", "lab")
+    err = failed_build(lab_file, tree, "BROKEN\n", TreeError)
+    assert "error: x" in err.message  # the compiler's line is quoted
     data = json.loads(good.manifest.read_text())
     assert data["status"] == "failed" and data["failed_phase"] == "kernel"
     assert data["failure"]["tree"] is True
@@ -164,29 +179,23 @@ def test_failed_build_leaves_a_failed_manifest(lab_file: Path, tree: Path) -> No
 def test_a_tree_that_does_not_compile_is_a_finding(
     lab_file: Path, tree: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tree / "virt/kvm/guest_memfd.c").write_text("BROKEN\n")
-    with pytest.raises(TreeError) as err:
-        build_kernel(config.load(lab_file), "dev", "lab")
-    assert err.value.exit_code == 1
-    (finding,) = err.value.findings
+    err = failed_build(lab_file, tree, "BROKEN\n", TreeError)
+    assert err.exit_code == 1
+    (finding,) = err.findings
     assert (finding.suite, finding.name) == ("build", "kernel")
     assert finding.excerpt.splitlines()[0] == "guest_memfd.c:1: error: x"
     assert finding.log is not None and "error: x" in finding.log.read_text()
     # `lab build`: exit 1 (a finding), the compiler's line in its message.
-    code = cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", "lab"])
-    assert code == 1
+    assert lab_build(lab_file) == 1
     assert "guest_memfd.c:1: error: x" in capsys.readouterr().err
 
 
 def test_a_full_disk_during_make_stays_an_infrastructure_error(
     lab_file: Path, tree: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tree / "virt/kvm/guest_memfd.c").write_text("NOSPACE\n")
-    with pytest.raises(InfraError) as err:
-        build_kernel(config.load(lab_file), "dev", "lab")
-    assert not isinstance(err.value, TreeError)
-    code = cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", "lab"])
-    assert code == 2
+    err = failed_build(lab_file, tree, "NOSPACE\n", InfraError)
+    assert not isinstance(err, TreeError)
+    assert lab_build(lab_file) == 2
 
 
 def test_git_source_builds_key_on_commit(tmp_path: Path, tree: Path) -> None:
@@ -224,8 +233,7 @@ def test_unknown_config_set(lab_file: Path) -> None:
 
 
 def test_cli_last_line_is_manifest_path(lab_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", "lab"])
-    assert code == 0
+    assert lab_build(lab_file) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].endswith("manifest.json") and Path(out[-1]).is_file()
     assert any("bzImage:" in line for line in out)
@@ -233,8 +241,7 @@ def test_cli_last_line_is_manifest_path(lab_file: Path, capsys: pytest.CaptureFi
 
 
 def test_cli_config_failure_exit_code(lab_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["--lab", str(lab_file), "build", "--kernel", "dev", "--config", "tdx"])
-    assert code == 3
+    assert lab_build(lab_file, "tdx") == 3
     assert "CONFIG_KVM_INTEL_TDX" in capsys.readouterr().err
 
 

@@ -14,9 +14,7 @@ from harness.compare import (
     flakiness,
 )
 from harness.results import Outcome, TestResult
-
-P, F, S, C = Outcome.PASS, Outcome.FAIL, Outcome.SKIP, Outcome.CRASH
-E, T, M = Outcome.ERROR, Outcome.TIMEOUT, Outcome.MISSING
+from tests.unit.outcomes import C, E, F, M, P, S, T
 
 
 def results(**tests: Outcome | tuple[Outcome, str]) -> list[TestResult]:

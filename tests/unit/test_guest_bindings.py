@@ -58,50 +58,35 @@ def test_ioc_rejects_oversized_struct() -> None:
         ioc.iow(0xAE, 1, 1 << 14)
 
 
-STRUCT_SIZES = {
-    "KvmCreateGuestMemfd": 64,
-    "KvmUserspaceMemoryRegion2": 160,
-    "KvmMemoryAttributes": 32,
-    "KvmMemoryAttributes2": 128,
-    "KvmRegs": 144,
-    "KvmSegment": 24,
-    "KvmDtable": 16,
-    "KvmSregs": 312,
-    "KvmCpuidEntry2": 40,
-    "KvmCpuid2Header": 8,
-    "KvmRunIo": 16,
-    "KvmRunMemoryFault": 24,
-    "PinLongtermTest": 24,
+# struct -> (its size, the offsets of the fields that matter), from the uapi headers.
+LAYOUTS: dict[str, tuple[int, dict[str, int]]] = {
+    "KvmCreateGuestMemfd": (64, {"reserved": 16}),
+    "KvmUserspaceMemoryRegion2": (160, {"guest_memfd_offset": 32, "guest_memfd": 40, "pad2": 48}),
+    "KvmMemoryAttributes": (32, {}),
+    "KvmMemoryAttributes2": (
+        128,
+        {"offset": 0, "size": 8, "attributes": 16, "flags": 24, "error_offset": 32, "reserved": 40},
+    ),
+    "KvmRegs": (144, {"rip": 128}),
+    "KvmSegment": (24, {}),
+    "KvmDtable": (16, {}),
+    "KvmSregs": (312, {"tr": 144, "gdt": 192, "cr0": 224, "efer": 264, "interrupt_bitmap": 280}),
+    "KvmCpuidEntry2": (40, {}),
+    "KvmCpuid2Header": (8, {}),
+    "KvmRunIo": (16, {"data_offset": 8}),
+    "KvmRunMemoryFault": (24, {}),
+    "PinLongtermTest": (24, {}),
 }
+SIZES = sorted((struct, size) for struct, (size, _) in LAYOUTS.items())
+OFFSETS = [(struct, f, at) for struct, (_, fields) in LAYOUTS.items() for f, at in fields.items()]
 
 
-@pytest.mark.parametrize(("name", "size"), sorted(STRUCT_SIZES.items()))
+@pytest.mark.parametrize(("name", "size"), SIZES)
 def test_struct_sizes(name: str, size: int) -> None:
     assert ctypes.sizeof(getattr(uapi, name)) == size
 
 
-@pytest.mark.parametrize(
-    ("struct", "field", "offset"),
-    [
-        ("KvmMemoryAttributes2", "offset", 0),
-        ("KvmMemoryAttributes2", "size", 8),
-        ("KvmMemoryAttributes2", "attributes", 16),
-        ("KvmMemoryAttributes2", "flags", 24),
-        ("KvmMemoryAttributes2", "error_offset", 32),
-        ("KvmMemoryAttributes2", "reserved", 40),
-        ("KvmUserspaceMemoryRegion2", "guest_memfd_offset", 32),
-        ("KvmUserspaceMemoryRegion2", "guest_memfd", 40),
-        ("KvmUserspaceMemoryRegion2", "pad2", 48),
-        ("KvmCreateGuestMemfd", "reserved", 16),
-        ("KvmRegs", "rip", 128),
-        ("KvmSregs", "tr", 144),
-        ("KvmSregs", "gdt", 192),
-        ("KvmSregs", "cr0", 224),
-        ("KvmSregs", "efer", 264),
-        ("KvmSregs", "interrupt_bitmap", 280),
-        ("KvmRunIo", "data_offset", 8),
-    ],
-)
+@pytest.mark.parametrize(("struct", "field", "offset"), OFFSETS)
 def test_field_offsets(struct: str, field: str, offset: int) -> None:
     assert getattr(getattr(uapi, struct), field).offset == offset
 

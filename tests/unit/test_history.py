@@ -10,11 +10,10 @@ import pytest
 
 from harness import history, history_query, history_record
 from harness.errors import InfraError, UserError
-from harness.results import Outcome
+from tests.unit.outcomes import F, P, S
 
 from .runfolders import make_run
 
-P, F, S = Outcome.PASS, Outcome.FAIL, Outcome.SKIP
 HARNESS = Path(history.__file__).parent
 
 

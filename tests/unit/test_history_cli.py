@@ -7,11 +7,9 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.results import Outcome
+from tests.unit.outcomes import F, P, S
 
 from .runfolders import Plan, make_run
-
-P, F, S = Outcome.PASS, Outcome.FAIL, Outcome.SKIP
 
 
 @pytest.fixture

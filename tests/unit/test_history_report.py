@@ -10,9 +10,9 @@ from pathlib import Path
 from harness import history_report as hr
 from harness.compare import compare
 from harness.history_query import RunRow
-from harness.results import Outcome, TestResult
+from harness.results import TestResult
+from tests.unit.outcomes import C, F, P, S
 
-P, F, S, C = Outcome.PASS, Outcome.FAIL, Outcome.SKIP, Outcome.CRASH
 SVG = "{http://www.w3.org/2000/svg}"
 
 

@@ -255,7 +255,7 @@ def test_unsafe_run_id_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("stdout", "state", "payload"),
+    "stdout, state, payload",
     [
         ("boot_id b\nuptime 12.5\nacquired\n", "acquired", ""),
         ("boot_id b\nuptime 12.5\nheld\n{}\n", "held", "{}"),

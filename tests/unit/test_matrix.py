@@ -9,30 +9,16 @@ import pytest
 
 from harness import config, matrix, matrix_grid, matrix_index, runner
 from harness.errors import UserError
+from tests.unit.matrix_lab import matrix_lab
 
 
-def lab_with(tmp_path: Path, targets: str = "[qemu]") -> config.LabConfig:
-    (tmp_path / "kernel-config").mkdir()
-    for frag in ("lab.config", "debug.config"):
-        (tmp_path / "kernel-config" / frag).write_text("CONFIG_KVM=y\n")
-    (tmp_path / "lab.yaml").write_text(
-        f"""
-kernels:
-  a: {{path: /src/a}}
-  b: {{path: /src/b}}
-configs:
-  lab: {{fragments: [lab.config]}}
-  debug: {{fragments: [lab.config, debug.config]}}
-hosts:
-  tdx-1: {{ssh: tdx-1.example, capabilities: [tdx]}}
-suites:
-  s: {{kind: command, argv: ["true"]}}
-defaults: {{kernel: a, config: lab, suites: [s]}}
-matrix:
-  nightly: {{kernels: [a, b], configs: [lab, debug], targets: {targets}}}
-"""
+def lab_with(tmp_path: Path, targets: tuple[str, ...] = ("qemu",)) -> config.LabConfig:
+    return matrix_lab(
+        tmp_path,
+        {"lab": ["lab.config"], "debug": ["lab.config", "debug.config"]},
+        {"kernels": ["a", "b"], "configs": ["lab", "debug"], "targets": list(targets)},
+        hosts={"tdx-1": {"ssh": "tdx-1.example", "capabilities": ["tdx"]}},
     )
-    return config.load(tmp_path / "lab.yaml")
 
 
 def fake_runs(codes: dict[str, list[int]]) -> tuple[matrix.RunCell, list[runner.RunRequest]]:
@@ -68,7 +54,7 @@ def test_unknown_matrix_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_host_targets_run_beside_the_vm(tmp_path: Path) -> None:
-    lab = lab_with(tmp_path, targets="[qemu, tdx-1]")
+    lab = lab_with(tmp_path, targets=("qemu", "tdx-1"))
     seen: list[runner.RunRequest] = []
 
     def run_cell(lab: config.LabConfig, req: runner.RunRequest) -> int:

@@ -13,9 +13,7 @@ from harness.mutate.classify import (
     score_table,
 )
 from harness.results import Outcome, TestResult
-
-P, F, S, E = Outcome.PASS, Outcome.FAIL, Outcome.SKIP, Outcome.ERROR
-C, T, M = Outcome.CRASH, Outcome.TIMEOUT, Outcome.MISSING
+from tests.unit.outcomes import C, E, F, M, P, S, T
 
 
 def results(*pairs: tuple[str, Outcome]) -> list[TestResult]:

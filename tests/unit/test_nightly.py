@@ -13,31 +13,17 @@ import pytest
 from harness import config, history_record, matrix, matrix_index, nightly, report, runner
 from harness.history_report import rate_sparkline_svg
 from harness.results import Outcome, Recorder, TestResult
+from tests.unit.matrix_lab import matrix_lab
+from tests.unit.outcomes import F, P
 
-P, F, S = Outcome.PASS, Outcome.FAIL, Outcome.SKIP
 Plan = dict[str, Outcome]
 # (cell, attempt) -> the outcome of each test of the suite "s"
 Planner = Callable[[str, int], Plan]
 
 
-def lab_with(tmp_path: Path, kernels: str = "[a]") -> config.LabConfig:
-    (tmp_path / "kernel-config").mkdir(exist_ok=True)
-    (tmp_path / "kernel-config" / "lab.config").write_text("CONFIG_KVM=y\n")
-    (tmp_path / "lab.yaml").write_text(
-        f"""
-kernels:
-  a: {{path: /src/a}}
-  b: {{path: /src/b}}
-configs:
-  lab: {{fragments: [lab.config]}}
-suites:
-  s: {{kind: command, argv: ["true"]}}
-defaults: {{kernel: a, config: lab, suites: [s]}}
-matrix:
-  nightly: {{kernels: {kernels}, configs: [lab], targets: [qemu]}}
-"""
-    )
-    return config.load(tmp_path / "lab.yaml")
+def lab_with(tmp_path: Path, kernels: tuple[str, ...] = ("a",)) -> config.LabConfig:
+    nightly = {"kernels": list(kernels), "configs": ["lab"], "targets": ["qemu"]}
+    return matrix_lab(tmp_path, {"lab": ["lab.config"]}, nightly)
 
 
 class Nights:
@@ -142,7 +128,7 @@ def test_a_consistent_failure_is_never_hidden_by_flakiness(tmp_path: Path) -> No
 
 
 def test_matrix_ab_judges_other_kernels_against_the_base(tmp_path: Path) -> None:
-    lab, root = lab_with(tmp_path, "[b, a]"), tmp_path / "results"
+    lab, root = lab_with(tmp_path, ("b", "a")), tmp_path / "results"
     plans = {"a-lab-qemu": {"t1": P, "old": F}, "b-lab-qemu": {"t1": F, "old": F}}
     run_cell = Nights(lambda c, a: plans[c])
     code = matrix.run_matrix(lab, "nightly", root, run_cell=run_cell, ab_base="a")
@@ -163,7 +149,7 @@ def test_matrix_ab_judges_other_kernels_against_the_base(tmp_path: Path) -> None
 
 
 def test_matrix_ab_runs_a_base_outside_the_grid_once(tmp_path: Path) -> None:
-    lab, root = lab_with(tmp_path, "[b]"), tmp_path / "results"
+    lab, root = lab_with(tmp_path, ("b",)), tmp_path / "results"
     run_cell = Nights(lambda c, a: {"t1": P})
     code = matrix.run_matrix(lab, "nightly", root, repeat=2, run_cell=run_cell, ab_base="a")
     assert code == 0

@@ -15,22 +15,23 @@ def spec(**changes: object) -> config.VmSpec:
     return config.VmSpec().model_copy(update=changes)
 
 
-def launch_for(s: config.VmSpec, tmp_path: Path, network: bool = False) -> argv.Launch:
+def launch_for(s: config.VmSpec, folder: Path, network: bool = False) -> argv.Launch:
+    """A launch with its kernel, disk, console and QMP socket in folder."""
     return argv.Launch(
         vm=s,
         accel=TCG,
-        bzimage=tmp_path / "bzImage",
-        disk=tmp_path / "disk.qcow2",
-        console=tmp_path / "console.log",
-        qmp_socket=tmp_path / "qmp.sock",
+        bzimage=folder / "bzImage",
+        disk=folder / "disk.qcow2",
+        console=folder / "console.log",
+        qmp_socket=folder / "qmp.sock",
         ssh_port=40022,
         cmdline=tuple(argv.kernel_cmdline(s)),
         network=network,
     )
 
 
-def argv_for(s: config.VmSpec, tmp_path: Path, network: bool = False) -> list[str]:
-    return argv.qemu_argv(launch_for(s, tmp_path, network))
+def argv_for(s: config.VmSpec, folder: Path, network: bool = False) -> list[str]:
+    return argv.qemu_argv(launch_for(s, folder, network))
 
 
 def after(args: list[str], flag: str) -> list[str]:
@@ -133,18 +134,7 @@ def test_commas_in_paths_are_doubled(tmp_path: Path) -> None:
     """A results folder with a comma (issue 15): each path stays one option value,
     nothing after the comma becomes an option of its own."""
     root = tmp_path / "results,format=raw,if=none"
-    args = argv.qemu_argv(
-        argv.Launch(
-            vm=spec(),
-            accel=TCG,
-            bzimage=root / "bzImage",
-            disk=root / "disk.qcow2",
-            console=root / "console.log",
-            qmp_socket=root / "qmp.sock",
-            ssh_port=40022,
-            cmdline=("console=ttyS0",),
-        )
-    )
+    args = argv_for(spec(), root)
     (drive,) = after(args, "-drive")
     assert split_opts(drive)[0] == f"file={root / 'disk.qcow2'}"
     assert split_opts(drive)[1:] == ["format=qcow2", "if=virtio", "cache=unsafe", "discard=unmap"]

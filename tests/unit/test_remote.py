@@ -41,6 +41,20 @@ def expect(m: MockRemote, *commands: Command) -> list[Any]:
     return list(m.expect_sessions(Session(commands=list(commands))))
 
 
+def connected_client(m: MockRemote, ep: remote.Endpoint) -> Any:
+    """The paramiko client after Remote(ep) connected through the mock."""
+    expect(m, Command("true"))
+    remote.Remote(ep).connect(deadline_s=5)
+    return client_of(m)
+
+
+def users_ssh_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """The user's own ~/.ssh/config, for this test: text."""
+    user_config = tmp_path / "user_config"
+    user_config.write_text(text)
+    monkeypatch.setattr(ssh_connect, "USER_SSH_CONFIGS", (user_config,))
+
+
 def test_vm_connection_trusts_only_the_pinned_key_and_the_lab_key(mock: MockRemote) -> None:
     expect(mock, Command("true"))
     with remote.Remote(VM) as r:
@@ -122,10 +136,8 @@ def test_unknown_host_key_is_refused_not_retried(mock: MockRemote) -> None:
 
 @pytest.mark.parametrize("use_ssh_config", [False, True])
 def test_every_connection_phase_is_bounded(mock: MockRemote, use_ssh_config: bool) -> None:
-    expect(mock, Command("true"))
     ep = VM if not use_ssh_config else remote.Endpoint(host="tdx-1", use_ssh_config=True)
-    remote.Remote(ep).connect(deadline_s=5)
-    kwargs = client_of(mock).connect.call_args.kwargs
+    kwargs = connected_client(mock, ep).connect.call_args.kwargs
     assert kwargs["timeout"] == ssh_connect.SSH_CONNECT_TIMEOUT_S
     assert kwargs["banner_timeout"] == ssh_connect.SSH_BANNER_TIMEOUT_S
     assert kwargs["auth_timeout"] == ssh_connect.SSH_AUTH_TIMEOUT_S
@@ -148,9 +160,7 @@ def test_a_lab_host_vm_is_reached_through_the_labs_ssh_config(
 ) -> None:
     from harness.hosts import sshconfig
 
-    user_config = tmp_path / "user_config"
-    user_config.write_text("Host *\n    User bob\n    Port 2200\n")
-    monkeypatch.setattr(ssh_connect, "USER_SSH_CONFIGS", (user_config,))
+    users_ssh_config(tmp_path, monkeypatch, "Host *\n    User bob\n    Port 2200\n")
     known = tmp_path / "hv1.known_hosts"
     known.write_text(f"[127.0.0.1]:40022 {HOST_KEY}\n")
     lab_file = tmp_path / "ssh_config"
@@ -159,10 +169,8 @@ def test_a_lab_host_vm_is_reached_through_the_labs_ssh_config(
             "hv1", port=40022, user="root", key=tmp_path / "lab_ed25519", known_hosts=known
         )
     )
-    expect(mock, Command("true"))
     ep = remote.Endpoint(host="hv1", use_ssh_config=True, ssh_config_files=(lab_file,))
-    remote.Remote(ep).connect(deadline_s=5)
-    client = client_of(mock)
+    client = connected_client(mock, ep)
     # The pinned key's file replaces ~/.ssh/known_hosts, as UserKnownHostsFile does.
     client.load_host_keys.assert_called_once_with(str(known))
     client.load_system_host_keys.assert_not_called()
@@ -177,14 +185,13 @@ def test_a_lab_host_vm_is_reached_through_the_labs_ssh_config(
 def test_other_hosts_still_follow_the_users_ssh_config(
     mock: MockRemote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user_config = tmp_path / "user_config"
-    user_config.write_text("Host tdx-1\n    HostName 10.0.0.7\n    User bob\n    Port 2200\n")
-    monkeypatch.setattr(ssh_connect, "USER_SSH_CONFIGS", (user_config,))
+    users_ssh_config(
+        tmp_path, monkeypatch, "Host tdx-1\n    HostName 10.0.0.7\n    User bob\n    Port 2200\n"
+    )
     lab_file = tmp_path / "ssh_config"
     lab_file.write_text("Host hv1\n    HostName 127.0.0.1\n")
-    expect(mock, Command("true"))
     ep = remote.Endpoint(host="tdx-1", use_ssh_config=True, ssh_config_files=(lab_file,))
-    remote.Remote(ep).connect(deadline_s=5)
-    kwargs = client_of(mock).connect.call_args.kwargs
+    client = connected_client(mock, ep)
+    kwargs = client.connect.call_args.kwargs
     assert (kwargs["hostname"], kwargs["port"], kwargs["username"]) == ("10.0.0.7", 2200, "bob")
-    client_of(mock).load_system_host_keys.assert_called_once_with()
+    client.load_system_host_keys.assert_called_once_with()

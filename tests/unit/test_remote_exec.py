@@ -47,6 +47,12 @@ def served(lab_keys: keys.LabKeys) -> Iterator[tuple[FakeSshd, remote.Remote]]:
             yield server, r
 
 
+def shorten(monkeypatch: pytest.MonkeyPatch, module: object, **seconds: float) -> None:
+    """The module's named deadlines set to test-sized ones (undone after the test)."""
+    for name, value in seconds.items():
+        monkeypatch.setattr(module, name, value)
+
+
 def use(server: FakeSshd, handler: Handler) -> None:
     server.handler = handler
 
@@ -62,8 +68,9 @@ def reply(out: bytes = b"", err: bytes = b"", code: int | None = 0) -> Handler:
     return handler
 
 
-def wait_until_stopped(out: bytes = b"") -> tuple[Handler, threading.Event]:
-    """A command that prints out and then runs until the channel closes."""
+def serve_until_stopped(server: FakeSshd, out: bytes = b"") -> threading.Event:
+    """The server's next command prints out and then runs until the channel closes; the
+    event is set once it has."""
     closed = threading.Event()
 
     def handler(command: str, channel: paramiko.Channel) -> int | None:
@@ -74,7 +81,8 @@ def wait_until_stopped(out: bytes = b"") -> tuple[Handler, threading.Event]:
         closed.set()
         return None
 
-    return handler, closed
+    use(server, handler)
+    return closed
 
 
 @pytest.mark.parametrize(
@@ -163,11 +171,9 @@ def test_run_streams_output_to_a_log(
 def test_run_local_timeout_becomes_timed_out(
     served: tuple[FakeSshd, remote.Remote], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote, "_KILL_GRACE_S", 0)
-    monkeypatch.setattr(remote, "_LOCAL_GRACE_S", 0)
+    shorten(monkeypatch, remote, _KILL_GRACE_S=0, _LOCAL_GRACE_S=0)
     server, r = served
-    handler, closed = wait_until_stopped(b"partial\n")
-    use(server, handler)
+    closed = serve_until_stopped(server, b"partial\n")
     ran = r.run(["sleep", "600"], timeout_s=0.3)
     assert ran.timed_out and ran.stdout == "partial\n"
     assert closed.wait(5)  # the lab closed the channel
@@ -179,8 +185,7 @@ def test_interrupt_stops_a_running_command_at_once(
     """SIGTERM while the guest command sleeps: Interrupted within a second, the channel
     closed, the output so far in the log (issue 15: it waited for the command)."""
     server, r = served
-    handler, closed = wait_until_stopped(b"started\n")
-    use(server, handler)
+    closed = serve_until_stopped(server, b"started\n")
     log = tmp_path / "cmd.log"
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
     with interrupt.handlers():
@@ -233,8 +238,7 @@ def test_unhealthy_target_abandons_the_command(
     """The VM's QMP status says paused: the command is lost within the watch period."""
     monkeypatch.setattr(remote_channel, "WATCH_EVERY_S", 0.2)
     server, r = served
-    handler, closed = wait_until_stopped()
-    use(server, handler)
+    closed = serve_until_stopped(server)
     since = time.monotonic()
     r.watch = lambda: "QEMU paused the guest (io-error)" if time.monotonic() - since > 1 else None
     ran = r.run(["sleep", "600"], timeout_s=900)
@@ -248,11 +252,9 @@ def test_peer_that_stops_answering_is_lost(
 ) -> None:
     """TCP stays up but the peer no longer answers (a frozen guest): lost after the
     liveness timeout, not at the command's own timeout."""
-    monkeypatch.setattr(remote_channel, "LIVENESS_QUIET_S", 0.3)
-    monkeypatch.setattr(remote_channel, "LIVENESS_TIMEOUT_S", 1.0)
+    shorten(monkeypatch, remote_channel, LIVENESS_QUIET_S=0.3, LIVENESS_TIMEOUT_S=1.0)
     server, r = served
-    handler, _ = wait_until_stopped()
-    use(server, handler)
+    serve_until_stopped(server)
     server.frozen.set()
     start = time.monotonic()
     ran = r.run(["sleep", "600"], timeout_s=900)
@@ -264,8 +266,7 @@ def test_peer_that_stops_answering_is_lost(
 def test_quiet_but_answering_peer_is_not_lost(
     served: tuple[FakeSshd, remote.Remote], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote_channel, "LIVENESS_QUIET_S", 0.2)
-    monkeypatch.setattr(remote_channel, "LIVENESS_TIMEOUT_S", 0.5)
+    shorten(monkeypatch, remote_channel, LIVENESS_QUIET_S=0.2, LIVENESS_TIMEOUT_S=0.5)
     server, r = served
 
     def slow(command: str, channel: paramiko.Channel) -> int:
@@ -361,8 +362,7 @@ def test_transfer_to_an_unhealthy_target_is_an_infra_error(
 ) -> None:
     monkeypatch.setattr(remote_channel, "WATCH_EVERY_S", 0.1)
     server, r = served
-    handler, _ = wait_until_stopped()
-    use(server, handler)
+    serve_until_stopped(server)
     r.watch = lambda: "QEMU paused the guest (io-error)"
     with pytest.raises(InfraError, match="io-error"):
         r.read_text("/etc/hostname")

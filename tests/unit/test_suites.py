@@ -9,7 +9,7 @@ import pytest
 from harness import suites
 from harness.config import SuiteSpec
 from tests.unit.fakes import FakeRemote, Reply, fake_build
-from tests.unit.suite_fakes import context, rows
+from tests.unit.suite_fakes import MAINLINE_SELFTESTS, context, rows
 
 
 def test_pytest_suite_reads_junit(tmp_path: Path) -> None:
@@ -54,15 +54,7 @@ def test_command_suite(tmp_path: Path, reply: Reply, outcome: str) -> None:
 
 
 def test_payload_holds_only_what_the_suites_need(tmp_path: Path) -> None:
-    build = fake_build(
-        tmp_path,
-        {
-            "guest_memfd_test": "built",
-            "x86/private_mem_conversions_test": "built",
-            "guest_memfd_conversions_test": "absent",
-        },
-        driver="x86/private_mem_conversions_test.py",
-    )
+    build = fake_build(tmp_path, MAINLINE_SELFTESTS, driver="x86/private_mem_conversions_test.py")
     chosen = {
         "gmem-ioctl": SuiteSpec(kind="pytest", path="tests/guest"),
         "kselftests": SuiteSpec(

@@ -8,7 +8,7 @@ from harness import suites
 from harness.config import SuiteSpec
 from harness.suites.kselftest import classify_selftest
 from tests.unit.fakes import FakeRemote, Reply, fake_build
-from tests.unit.suite_fakes import context, ran, rows
+from tests.unit.suite_fakes import MAINLINE_SELFTESTS, context, ran, rows
 
 GOLDEN = Path(__file__).parent / "golden" / "ktap"
 
@@ -68,15 +68,7 @@ def test_selftest_nonzero_exit_with_passing_cases_adds_a_row() -> None:
 
 
 def test_kselftest_suite_statuses_and_lost_vm(tmp_path: Path) -> None:
-    build = fake_build(
-        tmp_path,
-        {
-            "guest_memfd_test": "built",
-            "guest_memfd_conversions_test": "absent",
-            "x86/private_mem_conversions_test": "built",
-            "pre_fault_memory_test": "failed",
-        },
-    )
+    build = fake_build(tmp_path, {**MAINLINE_SELFTESTS, "pre_fault_memory_test": "failed"})
     spec = SuiteSpec(
         kind="kselftest",
         tests=[

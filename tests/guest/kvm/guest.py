@@ -35,19 +35,13 @@ PORT_FLAGS = 0x12
 PORT_REMAINING = 0x13
 RFLAGS_ZF = 1 << 6
 
-# Page-table entry bits.
-PTE_P = 1 << 0
-PTE_RW = 1 << 1
-PTE_PS = 1 << 7  # 2 MiB page in a PD entry
+# Page-table entry bits (PS: a 2 MiB page in a PD entry).
+PTE_P, PTE_RW, PTE_PS = 1 << 0, 1 << 1, 1 << 7
 
-# Control-register bits.
-CR0_PE = 1 << 0
-CR0_ET = 1 << 4
-CR0_NE = 1 << 5
-CR0_PG = 1 << 31
+# Control-register bits, one line a register.
+CR0_PE, CR0_ET, CR0_NE, CR0_PG = 1 << 0, 1 << 4, 1 << 5, 1 << 31
 CR4_PAE = 1 << 5
-EFER_LME = 1 << 8
-EFER_LMA = 1 << 10
+EFER_LME, EFER_LMA = 1 << 8, 1 << 10
 
 # The guest program, hand-assembled (offsets in the left column).
 PROGRAM = bytes(
@@ -131,30 +125,10 @@ class MiniGuest:
 
     def _enter_long_mode(self) -> None:
         sregs = self.vcpu.get_sregs()
-        code = uapi.KvmSegment(
-            base=0,
-            limit=0xFFFFFFFF,
-            selector=0x8,
-            type=0xB,
-            present=1,
-            dpl=0,
-            db=0,
-            s=1,
-            l=1,
-            g=1,
-        )
-        data = uapi.KvmSegment(
-            base=0,
-            limit=0xFFFFFFFF,
-            selector=0x10,
-            type=0x3,
-            present=1,
-            dpl=0,
-            db=1,
-            s=1,
-            l=0,
-            g=1,
-        )
+        # Flat 4 GiB ring-0 segments: a 64-bit code segment (L=1, D=0) and a data one.
+        flat = {"base": 0, "limit": 0xFFFFFFFF, "present": 1, "dpl": 0, "s": 1, "g": 1}
+        code = uapi.KvmSegment(selector=0x8, type=0xB, db=0, l=1, **flat)
+        data = uapi.KvmSegment(selector=0x10, type=0x3, db=1, l=0, **flat)
         # A busy 64-bit TSS: VMX refuses entry with an unusable TR in long mode.
         tr = uapi.KvmSegment(base=0, limit=0x67, selector=0x18, type=0xB, present=1, s=0)
         sregs.cs = code

@@ -73,6 +73,12 @@ u8 = ctypes.c_uint8
 u16 = ctypes.c_uint16
 u32 = ctypes.c_uint32
 u64 = ctypes.c_uint64
+Fields = tuple[tuple[str, type], ...]
+
+
+def each(ctype: type, *names: str) -> Fields:
+    """Fields of one type, as C declares them in one line (`__u64 cr0, cr2, cr3;`)."""
+    return tuple((name, ctype) for name in names)
 
 
 class KvmCreateGuestMemfd(ctypes.Structure):
@@ -124,7 +130,7 @@ KVM_REGS_NAMES = (
 
 
 class KvmRegs(ctypes.Structure):
-    _fields_ = tuple((name, u64) for name in KVM_REGS_NAMES)
+    _fields_ = each(u64, *KVM_REGS_NAMES)
 
 
 class KvmSegment(ctypes.Structure):
@@ -132,16 +138,7 @@ class KvmSegment(ctypes.Structure):
         ("base", u64),
         ("limit", u32),
         ("selector", u16),
-        ("type", u8),
-        ("present", u8),
-        ("dpl", u8),
-        ("db", u8),
-        ("s", u8),
-        ("l", u8),
-        ("g", u8),
-        ("avl", u8),
-        ("unusable", u8),
-        ("padding", u8),
+        *each(u8, "type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable", "padding"),
     )
 
 
@@ -154,36 +151,16 @@ KVM_NR_INTERRUPTS = 256
 
 class KvmSregs(ctypes.Structure):
     _fields_ = (
-        ("cs", KvmSegment),
-        ("ds", KvmSegment),
-        ("es", KvmSegment),
-        ("fs", KvmSegment),
-        ("gs", KvmSegment),
-        ("ss", KvmSegment),
-        ("tr", KvmSegment),
-        ("ldt", KvmSegment),
-        ("gdt", KvmDtable),
-        ("idt", KvmDtable),
-        ("cr0", u64),
-        ("cr2", u64),
-        ("cr3", u64),
-        ("cr4", u64),
-        ("cr8", u64),
-        ("efer", u64),
-        ("apic_base", u64),
+        *each(KvmSegment, "cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"),
+        *each(KvmDtable, "gdt", "idt"),
+        *each(u64, "cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base"),
         ("interrupt_bitmap", u64 * ((KVM_NR_INTERRUPTS + 63) // 64)),
     )
 
 
 class KvmCpuidEntry2(ctypes.Structure):
     _fields_ = (
-        ("function", u32),
-        ("index", u32),
-        ("flags", u32),
-        ("eax", u32),
-        ("ebx", u32),
-        ("ecx", u32),
-        ("edx", u32),
+        *each(u32, "function", "index", "flags", "eax", "ebx", "ecx", "edx"),
         ("padding", u32 * 3),
     )
 

@@ -63,11 +63,6 @@ class Vcpu:
         self.run_map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
     # --- registers -----------------------------------------------------------
-    def get_regs(self) -> uapi.KvmRegs:
-        regs = uapi.KvmRegs()
-        api.ioctl_struct(self.fd, uapi.KVM_GET_REGS, regs)
-        return regs
-
     def set_regs(self, regs: uapi.KvmRegs) -> None:
         api.ioctl_struct(self.fd, uapi.KVM_SET_REGS, regs)
 
