@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,11 @@ def _bzimage(cr: CellRun, req: RunRequest) -> Path:
         return req.bzimage
     assert cr.build is not None
     return cr.build.bzimage
+
+
+# One whole run, as the A/B and a bisect step call it: run below, or a test's stand-in.
+# Callers default to `run_one or runner.run` at call time, so a patched runner.run counts.
+RunOne = Callable[[LabConfig, RunRequest, Progress], int]
 
 
 def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> int:
