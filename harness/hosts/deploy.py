@@ -226,7 +226,6 @@ def kexec_boot(
     run_id: str | None = None,
     console_log: Path | None = None,
     clock: Clock = REAL_CLOCK,
-    poll_s: float = 5.0,
 ) -> tuple[Boot, HostShell | None]:
     """Steps 1-5 above. The Boot and, when it booted (or came back on some kernel), a
     session to the host; shell is closed either way."""
@@ -247,11 +246,7 @@ def kexec_boot(
     try:
         switch(shell, probe)
         back = wait_for_boot(
-            connect,
-            old_boot_id=probe.boot_id,
-            deadline_s=target.boot_timeout_s,
-            poll_s=poll_s,
-            clock=clock,
+            connect, old_boot_id=probe.boot_id, deadline_s=target.boot_timeout_s, clock=clock
         )
     finally:
         if console is not None:

@@ -305,7 +305,6 @@ def test_old_kernel_still_answering_is_waited_out() -> None:
         connect,
         old_boot_id="boot-1",
         deadline_s=300,
-        poll_s=5,
         clock=wait.Clock(clock.now, clock.sleep),
     )
     assert back is not None and back[1:] == ("boot-2", TEST_VERSION)
