@@ -68,6 +68,16 @@ class BootStatus(StrEnum):
     WRONG_BUILD = "wrong-build"
 
 
+# What the cell records for each: a kernel that did not come back as itself crashed;
+# a wrong image is the lab's mistake (an error), not a finding about the kernel.
+_OUTCOME: dict[BootStatus, Outcome | None] = {
+    BootStatus.BOOTED: None,
+    BootStatus.NO_RETURN: Outcome.CRASH,
+    BootStatus.OTHER_KERNEL: Outcome.CRASH,
+    BootStatus.WRONG_BUILD: Outcome.ERROR,
+}
+
+
 @dataclass(frozen=True)
 class Boot:
     status: BootStatus
@@ -82,11 +92,7 @@ class Boot:
     @property
     def outcome(self) -> Outcome | None:
         """None when booted; else what the cell records."""
-        if self.status is BootStatus.BOOTED:
-            return None
-        if self.status is BootStatus.WRONG_BUILD:
-            return Outcome.ERROR
-        return Outcome.CRASH
+        return _OUTCOME[self.status]
 
 
 # --- is it the kernel built? --------------------------------------------------------
