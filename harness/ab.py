@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +39,6 @@ from harness.results import (
 )
 
 AB_JSON = "ab.json"
-
-RunOne = Callable[[LabConfig, runner.RunRequest, Progress], int]
 
 
 @dataclass(frozen=True)
@@ -196,19 +193,16 @@ def write_ab(series_dir: Path, base_dir: Path, base_label: str, v: Verdict) -> P
     return path
 
 
-def _default_run(lab: LabConfig, req: runner.RunRequest, p: Progress) -> int:
-    return runner.run(lab, req, p)
-
-
 def run_ab(
     lab: LabConfig,
     req: runner.RunRequest,
     base: str,
     progress: Progress | None = None,
-    run_one: RunOne = _default_run,
+    run_one: runner.RunOne | None = None,
 ) -> int:
     """Run the base, then the series, then judge; returns the A/B's exit code."""
     p = progress or Progress()
+    run = run_one or runner.run
     if req.bzimage is not None:
         raise UserError("--ab cannot reuse a bare --bzimage", "pass --manifest, or neither")
     chosen = resolve_base(lab, req.kernel, base)
@@ -220,9 +214,9 @@ def run_ab(
     )
     series_req = dataclasses.replace(req, run_id=run_id)
     p.say(f"[ab] 1/2: the base, {chosen.label}")
-    base_exit = run_one(chosen.lab, base_req, p)
+    base_exit = run(chosen.lab, base_req, p)
     p.say(f"[ab] 2/2: the series, {req.kernel}")
-    series_exit = run_one(lab, series_req, p)
+    series_exit = run(lab, series_req, p)
     base_dir = req.results_root / base_id
     series_dir = req.results_root / run_id
     v = judge(req.history_root or req.results_root, base_dir, series_dir, base_exit, series_exit,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,13 +58,6 @@ def load_steps(folder: Path) -> list[Step]:
     return [Step(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
-RunOne = Callable[[LabConfig, runner.RunRequest, Progress], int]
-
-
-def _run(lab: LabConfig, req: runner.RunRequest, p: Progress) -> int:
-    return runner.run(lab, req, p)
-
-
 def step(
     lab: LabConfig,
     sel: selection.Selection,
@@ -74,7 +66,7 @@ def step(
     folder: Path,
     history_root: Path,
     progress: Progress | None = None,
-    run_one: RunOne | None = None,
+    run_one: runner.RunOne | None = None,
 ) -> int:
     """One bisection step on whatever commit `tree` has checked out; the exit code for
     git bisect run."""
@@ -94,7 +86,7 @@ def step(
         history_root=history_root,
     )
     start = time.monotonic()
-    code = (run_one or _run)(narrowed, req, p)
+    code = (run_one or runner.run)(narrowed, req, p)
     try:
         summary = load_summary(folder / run_id)
         build = str(summary.stages.get("build", {}).get("status", ""))

@@ -29,7 +29,14 @@ from harness.cachelock import locked
 from harness.config import LabConfig
 from harness.errors import Finding, LabError, TreeError, UserError
 from harness.hostcheck import check_host
-from harness.manifest import KernelBuild, failed_data, load_build, manifest_data, write_manifest
+from harness.manifest import (
+    Attempt,
+    KernelBuild,
+    failed_data,
+    load_build,
+    manifest_data,
+    write_manifest,
+)
 from harness.paths import cache_dir
 from harness.source import SourceTree, prepare_source
 
@@ -159,6 +166,15 @@ def _build_in(
     env = ccache.with_stats_log(env, log.with_suffix(".ccache-stats.log"))
     jobs = str(request.jobs)
     make = kmake.kernel_make(tree.path, obj, request.jobs)
+    ran = Attempt(
+        kernel=request.kernel,
+        config_name=request.config_name,
+        tree=tree,
+        cfg=cfg,
+        build_dir=build_dir,
+        make=make,
+        log=log,
+    )
     manifest = build_dir / "manifest.json"
     try:
         with timed(durations, "kernel"):
@@ -177,18 +193,7 @@ def _build_in(
         failure = None
         if not isinstance(exc, TreeError) and list(durations)[-1] in ("kernel", "headers"):
             failure = buildlog.classify_file(log)
-        failed = failed_data(
-            exc.what,
-            kernel=request.kernel,
-            config_name=request.config_name,
-            build_dir=build_dir,
-            tree=tree,
-            cfg=cfg,
-            durations=durations,
-            cc=ccache.build_summary(env),
-            log=log,
-            make=make,
-        )
+        failed = failed_data(exc.what, ran, durations, ccache.build_summary(env))
         if failure is not None:
             failed["failure"] = {"tree": failure.tree, "reason": failure.reason,
                                  "excerpt": failure.excerpt}  # fmt: skip
@@ -224,7 +229,7 @@ def _build_in(
         durations=durations,
     )
     with timed(durations, "manifest"):
-        write_manifest(result.manifest, manifest_data(result, tree, cfg, st, make, cc))
+        write_manifest(result.manifest, manifest_data(result, ran, st, cc))
     _link_latest(build_dir, request.kernel, request.config_name)
     report_build(result, st, cc)
     return result

@@ -54,6 +54,10 @@ History = Mapping[Key, Sequence[Outcome]]
 
 
 class Group(StrEnum):
+    """How one test changed from A to B. Declared in the order a reviewer reads them:
+    what B broke first, what it fixed, then what was already broken, then noise and
+    bookkeeping, and last what did not change."""
+
     REGRESSION = "regression"
     FIX = "fix"
     PREEXISTING = "pre-existing"
@@ -64,17 +68,8 @@ class Group(StrEnum):
     UNCHANGED = "unchanged"
 
 
-# The order a reviewer reads them in: what B broke first, what it fixed, then what was
-# already broken, then noise and bookkeeping.
-REPORT_ORDER: tuple[Group, ...] = (
-    Group.REGRESSION,
-    Group.FIX,
-    Group.PREEXISTING,
-    Group.FLAKY,
-    Group.NEW,
-    Group.GONE,
-    Group.SKIP_CHANGE,
-)
+# The groups a report lists, in Group's order: every change, not the unchanged tests.
+REPORT_ORDER: tuple[Group, ...] = tuple(g for g in Group if g is not Group.UNCHANGED)
 
 
 @dataclass(frozen=True)
@@ -256,6 +251,6 @@ def compare(
         fa, fb = _record(a_history, key, sa), _record(b_history, key, sb)
         group, note = _apply_flaky_rules(classify(sa, sb), fa, fb)
         changes.append(Change(key[0], key[1], group, sa, sb, fa, fb, note))
-    order = {g: i for i, g in enumerate((*REPORT_ORDER, Group.UNCHANGED))}
+    order = {g: i for i, g in enumerate(Group)}
     changes.sort(key=lambda c: (order[c.group], c.suite, c.test))
     return Comparison(tuple(changes), same_identity=same_identity)

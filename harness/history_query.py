@@ -1,5 +1,5 @@
-"""Reading the run history: recorded runs as RunRows, their results, and the outcomes
-of one identity's runs (what the flaky rules count)."""
+"""Reading the run history: recorded runs as RunRows, their results, the outcomes
+of one identity's runs (what the flaky rules count), and two recorded runs compared."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import compare
 from harness.history import Database
 from harness.results import SEVERITY, Outcome, TestResult
 
@@ -152,6 +153,18 @@ def outcomes_by_identity(db: Database, ident: str | None) -> dict[tuple[str, str
     for (_, suite, test), outcome in worst.items():
         history.setdefault((suite, test), []).append(Outcome(outcome))
     return history
+
+
+def compare_runs(db: Database, a: RunRow, b: RunRow) -> compare.Comparison:
+    """Recorded run A (the reference) against run B, each judged with its identity's
+    history (`lab compare`, and the nightly page's last two nights)."""
+    return compare.compare(
+        results_of(db, a),
+        results_of(db, b),
+        outcomes_by_identity(db, a.identity),
+        outcomes_by_identity(db, b.identity),
+        same_identity=a.identity is not None and a.identity == b.identity,
+    )
 
 
 def find_runs(db: Database, ref: str) -> list[RunRow]:

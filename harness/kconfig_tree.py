@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import glob
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -261,19 +261,19 @@ def evaluate(expr: str, values: Mapping[str, str]) -> int | None:
             return 2 if result else 0
         return _TRI.get(value_of(tok), 0)
 
-    def and_expr() -> int:
-        v = atom()
-        while peek() == "&&":
+    def chain(operand: Callable[[], int], op: str, combine: Callable[[int, int], int]) -> int:
+        # Left to right over `operand op operand op ...`: && is the minimum, || the maximum.
+        v = operand()
+        while peek() == op:
             take()
-            v = min(v, atom())
+            v = combine(v, operand())
         return v
 
+    def and_expr() -> int:
+        return chain(atom, "&&", min)
+
     def or_expr() -> int:
-        v = and_expr()
-        while peek() == "||":
-            take()
-            v = max(v, and_expr())
-        return v
+        return chain(and_expr, "||", max)
 
     try:
         result = or_expr()

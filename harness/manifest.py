@@ -53,6 +53,20 @@ class KernelBuild:
         return float(sum(v for k, v in self.durations.items() if k in MAKE_PHASES))
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What a build ran with: its manifest records it whether the build finished or
+    failed."""
+
+    kernel: str
+    config_name: str
+    tree: SourceTree
+    cfg: kconfig.KernelConfig
+    build_dir: Path
+    make: list[str]  # the kernel's make command line, without its target
+    log: Path
+
+
 def artifact(path: Path, root: Path) -> dict[str, object]:
     return {
         "path": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
@@ -62,12 +76,7 @@ def artifact(path: Path, root: Path) -> dict[str, object]:
 
 
 def manifest_data(
-    b: KernelBuild,
-    tree: SourceTree,
-    cfg: kconfig.KernelConfig,
-    st: selftests.SelftestBuild,
-    make: list[str],
-    cc: dict[str, object],
+    b: KernelBuild, ran: Attempt, st: selftests.SelftestBuild, cc: dict[str, object]
 ) -> dict[str, object]:
     """A finished build's record; cc is ccache.build_summary of this build's make runs."""
     artifacts = {
@@ -90,10 +99,10 @@ def manifest_data(
         "status": "ok",
         "kernel": b.kernel,
         "config_name": b.config_name,
-        "source": source_record(tree),
+        "source": source_record(ran.tree),
         # A series from mail: per patch subject, Message-ID, status (KCIDB reads these).
-        "patches": list(tree.patches),
-        "config": config_record(cfg),
+        "patches": list(ran.tree.patches),
+        "config": config_record(ran.cfg),
         "build_dir": str(b.build_dir),
         "artifacts": artifacts,
         "selftests_dir": str(b.selftests_dir),
@@ -103,22 +112,12 @@ def manifest_data(
         "ccache": cc,
         "compiler": kconfig.compiler_id(),
         "make_log": str(b.log),
-        "reproduce": reproduce_record(b.kernel, b.config_name, make),
+        "reproduce": reproduce_record(b.kernel, b.config_name, ran.make),
     }
 
 
 def failed_data(
-    error: str,
-    *,
-    kernel: str,
-    config_name: str,
-    build_dir: Path,
-    tree: SourceTree,
-    cfg: kconfig.KernelConfig,
-    durations: dict[str, float],
-    cc: dict[str, object],
-    log: Path,
-    make: list[str],
+    error: str, ran: Attempt, durations: dict[str, float], cc: dict[str, object]
 ) -> dict[str, object]:
     """A failed build's record (the last timed phase is the one that failed).
 
@@ -130,16 +129,16 @@ def failed_data(
         "status": "failed",
         "failed_phase": list(durations)[-1],
         "error": error,
-        "kernel": kernel,
-        "config_name": config_name,
-        "source": source_record(tree),
-        "patches": list(tree.patches),
-        "config": config_record(cfg),
-        "build_dir": str(build_dir),
+        "kernel": ran.kernel,
+        "config_name": ran.config_name,
+        "source": source_record(ran.tree),
+        "patches": list(ran.tree.patches),
+        "config": config_record(ran.cfg),
+        "build_dir": str(ran.build_dir),
         "durations_s": durations,
         "ccache": cc,
-        "make_log": str(log),
-        "reproduce": reproduce_record(kernel, config_name, make),
+        "make_log": str(ran.log),
+        "reproduce": reproduce_record(ran.kernel, ran.config_name, ran.make),
     }
 
 

@@ -111,13 +111,7 @@ def cell_night(db: Database, cell: str, tonight: Sequence[RunRow], nights: int) 
         previous = before[-1] if before else None
     comparison = None
     if latest is not None and previous is not None:
-        comparison = compare.compare(
-            history_query.results_of(db, previous),
-            history_query.results_of(db, latest),
-            history_query.outcomes_by_identity(db, previous.identity),
-            history_query.outcomes_by_identity(db, latest.identity),
-            same_identity=previous.identity is not None and previous.identity == latest.identity,
-        )
+        comparison = history_query.compare_runs(db, previous, latest)
     flaky, consistent = flaky_tests(db, latest) if latest is not None else ((), ())
     by_key = {(f.suite, f.test): f for f in flaky}
     # Flaky on the previous night's identity only (tonight is a new commit): still said.

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import NotRequired, TextIO, TypedDict, Unpack
 
 import paramiko
 
@@ -52,6 +52,18 @@ class Endpoint:
     def describe(self) -> str:
         where = f"{self.host}:{self.port}" if self.port else self.host
         return f"{self.user}@{where}" if self.user else where
+
+
+class RunOptions(TypedDict):
+    """How to run one remote command: the keyword arguments of every `run(argv, ...)`
+    (Remote's, the CommandRunner Protocol's and the unit tests' fakes), written once.
+
+    timeout_s bounds the command in the remote; cwd is the folder it runs in; with log,
+    its output goes to that file as it arrives."""
+
+    timeout_s: float
+    cwd: NotRequired[str | None]
+    log: NotRequired[Path | None]
 
 
 @dataclass(frozen=True)
@@ -162,14 +174,7 @@ class Remote:
 
     # --- commands --------------------------------------------------------------------
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float,
-        cwd: str | None = None,
-        log: Path | None = None,
-    ) -> Ran:
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> Ran:
         """Run argv in the remote, bounded by timeout_s there and a little later here.
 
         With log, stdout and stderr go to that file as they arrive, so a command cut
@@ -178,7 +183,8 @@ class Remote:
         closed, the output so far stays in log), and a target that stops answering
         (watch, transport liveness) ends the command as lost.
         """
-        command = remote_command(argv, timeout_s=timeout_s, cwd=cwd)
+        timeout_s, log = options["timeout_s"], options.get("log")
+        command = remote_command(argv, timeout_s=timeout_s, cwd=options.get("cwd"))
         start = time.monotonic()
         sink: TextIO | None = None
         if log is not None:

@@ -43,6 +43,7 @@ from harness.hosts.stage import HostSession
 from harness.hosts.target import HostTarget
 from harness.remote import Endpoint
 from harness.results import Outcome, TestResult
+from harness.run_request import RunRequest
 from harness.run_stages import do_build, do_connect
 from harness.run_suites import do_suites
 
@@ -147,20 +148,14 @@ def run_on_host(
     lab: LabConfig,
     stack: contextlib.ExitStack,
     chosen: dict[str, SuiteSpec],
-    *,
-    host: str,
-    kernel: str,
-    config: str,
-    manifest: Path | None,
-    bzimage: Path | None,
-    wait_s: float = 0.0,
+    req: RunRequest,
 ) -> tuple[bool, str]:
-    """The cell on host, up to its suites; (complete, why not). The session's restore
-    and release run when the runner closes stack."""
-    target = host_target(lab, host)
-    needs = needs_of(lab, config)
+    """The cell on req.target (a host), up to its suites; (complete, why not). The
+    session's restore and release run when the runner closes stack."""
+    target = host_target(lab, req.target)
+    needs = needs_of(lab, req.config)
     # Registered first, so it runs last: after the session restored the host.
-    session = HostSession(target, run_id=cr.rec.run_id, run_dir=cr.rec.cell_dir, wait_s=wait_s)
+    session = HostSession(target, run_id=cr.rec.run_id, run_dir=cr.rec.cell_dir, wait_s=req.wait_s)
     stack.callback(_record_restore, cr, session)
     with cr.stage("host", f"{target.name} ({target.ssh})") as entry:
         stack.enter_context(session)
@@ -176,8 +171,8 @@ def run_on_host(
         if why_not is not None:
             _skip_all(cr, chosen, why_not)
             return True, ""
-    do_build(cr, lab, kernel, config, manifest, bzimage, target=host)
-    image = bzimage or (cr.build.bzimage if cr.build is not None else None)
+    do_build(cr, lab, req)
+    image = req.bzimage or (cr.build.bzimage if cr.build is not None else None)
     assert image is not None
     vmlinux = cr.build.vmlinux if cr.build is not None else None
     under_test = identity.kernel_under_test(image, vmlinux)

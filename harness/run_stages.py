@@ -22,19 +22,13 @@ from harness.qemu import boot as qemu_boot
 from harness.qemu.machine import OVERLAY, QMP_SOCKET
 from harness.remote import Remote
 from harness.results import Outcome, TestResult
+from harness.run_request import RunRequest
 from harness.suites.dmesg import dmesg_verdict
 
 
-def do_build(
-    cr: CellRun,
-    lab: LabConfig,
-    kernel: str,
-    config: str,
-    manifest: Path | None,
-    bzimage: Path | None,
-    *,
-    target: str = "qemu",
-) -> None:
+def do_build(cr: CellRun, lab: LabConfig, req: RunRequest) -> None:
+    """The request's build: reused (its manifest, or a bare bzImage) or built now."""
+    kernel, config, manifest, bzimage = req.kernel, req.config, req.manifest, req.bzimage
     # Named first, so a kernel that does not build still says which it was.
     cr.rec.environment(kernel=kernel, config=config)
     if manifest is not None:
@@ -55,7 +49,7 @@ def do_build(
         cr.rec.environment(
             kernel=kernel,
             config=config,
-            target=target,
+            target=req.target,
             kernel_commit=b.commit,
             kernel_describe=b.describe,
             config_hash=b.config_hash,

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-from harness import expect, history_record, interrupt, junit, names, report, run_host
+from harness import expect, history_record, interrupt, junit, report, run_host
 from harness.cellrun import CellRun
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import InfraError, LabError, TreeError, UserError, os_error
@@ -23,55 +23,9 @@ from harness.interrupt import Interrupted
 from harness.paths import REPO_ROOT
 from harness.progress import Progress
 from harness.results import EXIT_USER, Recorder
+from harness.run_request import RunRequest as RunRequest  # callers name it runner.RunRequest
 from harness.run_stages import collect, do_boot, do_build, do_connect, record_findings
 from harness.run_suites import do_suites, mark_not_run
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    kernel: str  # a lab.yaml kernel name or the path of a kernel tree
-    config: str
-    suites: tuple[str, ...]
-    results_root: Path = REPO_ROOT / "results"
-    # Reuse a finished build instead of building (its manifest names the selftests).
-    manifest: Path | None = None
-    bzimage: Path | None = None
-    run_id: str | None = None
-    # "qemu" (the lab VM) or a name from lab.yaml's hosts: (harness/run_host.py).
-    target: str = "qemu"
-    # Where history.sqlite lives (a matrix or bisect puts its runs in a subfolder of the
-    # results root, but records them in the root's history); None: results_root.
-    history_root: Path | None = None
-    # A host target held by another run: wait this long for its lock (0: fail at once).
-    wait_s: float = 0.0
-    # `--mbox FILE --base NAME`: how to make the kernel again when no build is reused.
-    series_args: tuple[str, ...] = ()
-
-    @property
-    def cell(self) -> str:
-        """The cell's folder name: only safe characters, whatever --kernel was."""
-        return names.cell_name(self.kernel, self.config, self.target)
-
-    def reproducer(self, manifest: Path | None) -> list[str]:
-        argv = [
-            str(REPO_ROOT / ".venv" / "bin" / "lab"),
-            "run",
-            "--kernel",
-            self.kernel,
-            "--config",
-            self.config,
-            "--suites",
-            ",".join(self.suites),
-        ]
-        if manifest is not None:
-            argv += ["--manifest", str(manifest)]
-        elif self.series_args:
-            argv = [*argv[:2], *argv[4:], *self.series_args]  # the series, not its name
-        if self.bzimage is not None:
-            argv += ["--bzimage", str(self.bzimage)]
-        if self.target != "qemu":
-            argv += ["--target", self.target]
-        return argv
 
 
 def choose_suites(lab: LabConfig, names: tuple[str, ...]) -> dict[str, SuiteSpec]:
@@ -104,6 +58,11 @@ def _bzimage(cr: CellRun, req: RunRequest) -> Path:
     return cr.build.bzimage
 
 
+# One whole run, as the A/B and a bisect step call it: run below, or a test's stand-in.
+# Callers default to `run_one or runner.run` at call time, so a patched runner.run counts.
+RunOne = Callable[[LabConfig, RunRequest, Progress], int]
+
+
 def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> int:
     """The whole run; returns the exit code (DESIGN.md)."""
     p = progress or Progress()
@@ -120,9 +79,7 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
     try:
         with contextlib.ExitStack() as stack:
             if req.target == "qemu":
-                do_build(
-                    cr, lab, req.kernel, req.config, req.manifest, req.bzimage, target=req.target
-                )
+                do_build(cr, lab, req)
                 network = any(s.network for s in chosen.values())
                 do_boot(cr, lab, _bzimage(cr, req), stack, network)
                 do_connect(cr, lab, stack, chosen, expect.payload(REPO_ROOT, expected))
@@ -130,18 +87,7 @@ def run(lab: LabConfig, req: RunRequest, progress: Progress | None = None) -> in
                 complete = do_suites(cr, chosen)
                 reason = "" if complete else cr.lost_reason or "the VM was lost during a suite"
             else:
-                complete, reason = run_host.run_on_host(
-                    cr,
-                    lab,
-                    stack,
-                    chosen,
-                    host=req.target,
-                    kernel=req.kernel,
-                    config=req.config,
-                    manifest=req.manifest,
-                    bzimage=req.bzimage,
-                    wait_s=req.wait_s,
-                )
+                complete, reason = run_host.run_on_host(cr, lab, stack, chosen, req)
             with cr.stage("shutdown"):
                 stack.close()
     except TreeError as exc:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import compare, history, history_query, history_record, history_report
+from harness import history, history_query, history_record, history_report
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.names import slug
@@ -84,13 +84,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         a, b = _pick(db, args)
         if a.pk == b.pk:
             raise UserError(f"A and B are the same run ({a.key})", "name two different runs")
-        result = compare.compare(
-            history_query.results_of(db, a),
-            history_query.results_of(db, b),
-            history_query.outcomes_by_identity(db, a.identity),
-            history_query.outcomes_by_identity(db, b.identity),
-            same_identity=a.identity is not None and a.identity == b.identity,
-        )
+        result = history_query.compare_runs(db, a, b)
         a_ref, b_ref = history_query.display_ref(db, a), history_query.display_ref(db, b)
     out = args.out or results_root / f"compare-{slug(a_ref)}-{slug(b_ref)}"
     try:

@@ -68,6 +68,16 @@ class BootStatus(StrEnum):
     WRONG_BUILD = "wrong-build"
 
 
+# What the cell records for each: a kernel that did not come back as itself crashed;
+# a wrong image is the lab's mistake (an error), not a finding about the kernel.
+_OUTCOME: dict[BootStatus, Outcome | None] = {
+    BootStatus.BOOTED: None,
+    BootStatus.NO_RETURN: Outcome.CRASH,
+    BootStatus.OTHER_KERNEL: Outcome.CRASH,
+    BootStatus.WRONG_BUILD: Outcome.ERROR,
+}
+
+
 @dataclass(frozen=True)
 class Boot:
     status: BootStatus
@@ -82,11 +92,7 @@ class Boot:
     @property
     def outcome(self) -> Outcome | None:
         """None when booted; else what the cell records."""
-        if self.status is BootStatus.BOOTED:
-            return None
-        if self.status is BootStatus.WRONG_BUILD:
-            return Outcome.ERROR
-        return Outcome.CRASH
+        return _OUTCOME[self.status]
 
 
 # --- is it the kernel built? --------------------------------------------------------
@@ -226,7 +232,6 @@ def kexec_boot(
     run_id: str | None = None,
     console_log: Path | None = None,
     clock: Clock = REAL_CLOCK,
-    poll_s: float = 5.0,
 ) -> tuple[Boot, HostShell | None]:
     """Steps 1-5 above. The Boot and, when it booted (or came back on some kernel), a
     session to the host; shell is closed either way."""
@@ -247,11 +252,7 @@ def kexec_boot(
     try:
         switch(shell, probe)
         back = wait_for_boot(
-            connect,
-            old_boot_id=probe.boot_id,
-            deadline_s=target.boot_timeout_s,
-            poll_s=poll_s,
-            clock=clock,
+            connect, old_boot_id=probe.boot_id, deadline_s=target.boot_timeout_s, clock=clock
         )
     finally:
         if console is not None:

@@ -37,7 +37,6 @@ def restore(
     test_version: str,
     deadline_s: float | None = None,
     clock: Clock = REAL_CLOCK,
-    poll_s: float = 5.0,
     run_local: Callable[[Sequence[str]], int] | None = None,
     run_id: str | None = None,
 ) -> Restored:
@@ -77,9 +76,7 @@ def restore(
                     "it by hand (it boots its default kernel)"
                 )
             code = (run_local or _run_local)(target.reset)
-            back = wait_for_boot(
-                connect, old_boot_id="", deadline_s=deadline, poll_s=poll_s, clock=clock
-            )
+            back = wait_for_boot(connect, old_boot_id="", deadline_s=deadline, clock=clock)
             if back is None:
                 return failed(
                     f"{target.name} did not answer within {deadline:.0f}s of its reset "
@@ -93,9 +90,7 @@ def restore(
     live.close()
     if not (ran.ok or ran.lost or ran.timed_out):
         return failed(f"reboot failed: {(ran.stderr or ran.stdout).strip()[-300:]}")
-    back = wait_for_boot(
-        connect, old_boot_id=boot_id, deadline_s=deadline, poll_s=poll_s, clock=clock
-    )
+    back = wait_for_boot(connect, old_boot_id=boot_id, deadline_s=deadline, clock=clock)
     if back is None:
         return failed(f"{target.name} did not answer within {deadline:.0f}s of its reboot")
     still = on_test_kernel(back[0], back[2])

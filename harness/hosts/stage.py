@@ -41,7 +41,6 @@ class HostSession:
         wait_s: float = 0.0,
         connect_s: float = 60.0,
         clock: wait.Clock = wait.REAL_CLOCK,
-        poll_s: float = 5.0,
         run_local: Callable[[Sequence[str]], int] | None = None,
     ) -> None:
         self.target = target
@@ -52,7 +51,6 @@ class HostSession:
         self.wait_s = wait_s
         self.connect_s = connect_s
         self.clock = clock
-        self.poll_s = poll_s
         self.run_local = run_local
         self.shell: HostShell | None = None
         self.host_probe: HostProbe | None = None
@@ -116,7 +114,6 @@ class HostSession:
             run_id=self.run_id,
             console_log=self.run_dir / "console.log",
             clock=self.clock,
-            poll_s=self.poll_s,
         )
         self.boot = boot
         if self.shell is not None:
@@ -161,7 +158,6 @@ class HostSession:
                     systemd=bool(self.host_probe and self.host_probe.systemd),
                     test_version=self.kernel.expect_version,
                     clock=self.clock,
-                    poll_s=self.poll_s,
                     run_local=self.run_local,
                     run_id=self.run_id,
                 )

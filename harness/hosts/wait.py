@@ -14,10 +14,13 @@ _BOOT_FACTS = ["cat", "/proc/sys/kernel/random/boot_id", "/proc/version"]
 
 @dataclass(frozen=True)
 class Clock:
-    """Time, injectable for tests."""
+    """Time and the pace of waiting for a host, injectable for tests."""
 
     now: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # Between two tries to reach a host that is coming back, and the most one try takes.
+    poll_s: float = 5.0
+    attempt_s: float = 30.0
 
 
 REAL_CLOCK = Clock()
@@ -28,8 +31,6 @@ def wait_for_boot(
     *,
     old_boot_id: str,
     deadline_s: float,
-    poll_s: float = 5.0,
-    attempt_s: float = 30.0,
     clock: Clock = REAL_CLOCK,
 ) -> tuple[HostShell, str, str] | None:
     """A session to the host once it runs a boot other than old_boot_id, with its boot
@@ -37,7 +38,7 @@ def wait_for_boot(
     end = clock.now() + deadline_s
     while (left := end - clock.now()) > 0:
         try:
-            shell = connect(min(left, attempt_s))
+            shell = connect(min(left, clock.attempt_s))
         except NotReachable:
             continue
         facts = boot_facts(shell)
@@ -45,7 +46,7 @@ def wait_for_boot(
             return shell, *facts
         # The old kernel is still shutting down, or the new one is half up.
         shell.close()
-        clock.sleep(min(poll_s, max(0.0, end - clock.now())))
+        clock.sleep(min(clock.poll_s, max(0.0, end - clock.now())))
     return None
 
 

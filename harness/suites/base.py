@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import Protocol, Unpack
 
 from harness import interrupt, ktap
 from harness.config import SuiteSpec
-from harness.remote import Ran
+from harness.remote import Ran, RunOptions
 from harness.results import Outcome, Recorder, TestResult
 
 # Where things live in the guest (the VM's disk is a throwaway overlay).
@@ -35,14 +35,7 @@ class CommandRunner(Protocol):
     """Runs an argv on the other side: harness.remote.Remote's run, which both the
     suites (RemoteRunner) and the host stage (harness.hosts.shell.HostShell) use."""
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float,
-        cwd: str | None = None,
-        log: Path | None = None,
-    ) -> Ran: ...
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> Ran: ...
 
 
 class RemoteRunner(CommandRunner, Protocol):

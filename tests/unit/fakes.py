@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Unpack
 
 from harness.crash import Crash, scan
 from harness.interrupt import Interrupted
 from harness.qemu.machine import ssh_endpoint
-from harness.remote import Endpoint, Ran
+from harness.remote import Endpoint, Ran, RunOptions
 
 # argv -> (exit code or None, stdout); None with lost=True simulates a dead VM.
 Script = Callable[[list[str]], "Reply"]
@@ -35,17 +36,10 @@ class RecordingRunner:
     def answer(self, argv: list[str], timeout_s: float, log: Path | None) -> Ran:
         raise NotImplementedError
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float,
-        cwd: str | None = None,
-        log: Path | None = None,
-    ) -> Ran:
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> Ran:
         argv = list(argv)
         self.calls.append(argv)
-        return self.answer(argv, timeout_s, log)
+        return self.answer(argv, options["timeout_s"], options.get("log"))
 
 
 @dataclass

@@ -203,7 +203,7 @@ def test_step_runs_the_one_test_and_records_itself(
         rec.add(TestResult("gmem-ioctl", "test_file_size", Outcome.FAIL))
         return rec.finish(True).exit_code
 
-    monkeypatch.setattr(bisect_step, "_run", fake_run)
+    monkeypatch.setattr(runner, "run", fake_run)
     folder = tmp_path / "results" / "bisect-x"
     folder.mkdir(parents=True)
     argv = ["bisect", "--step", "--kernel", str(repo), "--test", str(SEL)]

@@ -305,7 +305,6 @@ def test_old_kernel_still_answering_is_waited_out() -> None:
         connect,
         old_boot_id="boot-1",
         deadline_s=300,
-        poll_s=5,
         clock=wait.Clock(clock.now, clock.sleep),
     )
     assert back is not None and back[1:] == ("boot-2", TEST_VERSION)
@@ -414,3 +413,10 @@ def test_restore_with_a_dead_session_reconnects(tmp_path: Path) -> None:
     host.version = TEST_VERSION  # ... back on the test kernel (restore must reboot)
     got = restore(host, clock, shell)
     assert got.status == "restored" and got.proc_version == DEFAULT_VERSION
+
+
+@pytest.mark.parametrize("status", list(deploy.BootStatus))
+def test_every_boot_status_says_what_the_cell_records(status: deploy.BootStatus) -> None:
+    # A status added without an outcome would fail here, not in a run on real hardware.
+    outcome = deploy.Boot(status, "", 1.0, "ro").outcome
+    assert (outcome is None) == (status is deploy.BootStatus.BOOTED)
