@@ -25,7 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import compare, history, history_query, history_record, history_report, report, runner
+from harness import (
+    compare,
+    history,
+    history_query,
+    history_record,
+    history_report,
+    interrupt,
+    report,
+    runner,
+)
 from harness.compare import BAD, Comparison, Group
 from harness.config import LabConfig
 from harness.errors import LabError, UserError
@@ -221,6 +230,7 @@ def run_ab(
     series_req = dataclasses.replace(req, run_id=run_id)
     p.say(f"[ab] 1/2: the base, {chosen.label}")
     base_exit = run_one(chosen.lab, base_req, p)
+    interrupt.check()  # the base run caught Ctrl-C or SIGTERM: no series run after it
     p.say(f"[ab] 2/2: the series, {req.kernel}")
     series_exit = run_one(lab, series_req, p)
     base_dir = req.results_root / base_id

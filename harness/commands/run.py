@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from types import FrameType
 
 from harness import ab, interrupt, patchset, runner, selection
 from harness.config import LabConfig
@@ -112,11 +111,6 @@ def _series_args(args: argparse.Namespace, lab: LabConfig, kernel: str) -> tuple
     if args.mbox is None or spec is None or spec.mbox is None:
         return ()
     return ("--mbox", str(args.mbox.resolve()), "--base", spec.mbox.base)
-
-
-def on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # CI cancelling the job: unwind like Ctrl-C so the VM stops and the report is written.
-    raise interrupt.Interrupted("SIGTERM")
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
