@@ -78,12 +78,13 @@ def add_ab_argument(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_series_arguments(parser: argparse.ArgumentParser) -> None:
-    """--mbox FILE --base NAME: a series from mail onto a lab.yaml kernel (lab run, build)."""
+    """--mbox FILE --base NAME: a series from mail onto a lab.yaml kernel (lab run, build,
+    boot); series_kernel() reads them."""
     parser.add_argument(
         "--mbox",
         type=Path,
         help="apply this series (an mbox: b4 am, git format-patch --stdout) onto --base "
-        "and test the result, as an mbox kernel in lab.yaml would",
+        "and use the result, as an mbox kernel in lab.yaml would be",
     )
     parser.add_argument(
         "--base", help="with --mbox: the lab.yaml kernel to apply it onto (default: --kernel)"
