@@ -135,20 +135,23 @@ def _finish(level: _Level, ended: bool) -> None:
     expected = level.plan
     if not ended:
         return
-    if expected is not None and seen >= expected and level.child is None:
+    child = level.child
+    if child is not None and child.inline and not child.cases and not child.truncated:
+        child = None  # a child's header or skip plan alone leaves nothing unreported
+    if expected is not None and seen >= expected and child is None:
         return
-    if expected is None and level.child is None and level.running is None:
+    if expected is None and child is None and level.running is None:
         return
     level.truncated = True
     number = seen + 1
-    name = level.running or (level.child.name if level.child else None) or f"test {number}"
+    name = level.running or (child.name if child else None) or f"test {number}"
     crash = TapCase(
         number,
         name,
         Outcome.CRASH,
         reason="output ended before this test's result (truncated stream)",
         lines=level.pending,
-        subtests=level.child.cases if level.child else [],
+        subtests=child.cases if child else [],
     )
     level.cases.append(crash)
     for n in range(number + 1, (expected or 0) + 1):
@@ -227,6 +230,8 @@ class _Parser:
         # A plan where this level already has one, or one smaller than what it has
         # already reported, is not this level's (a trailing plan counts what ran): a
         # child printed it, e.g. ksft_exit_skip() in a forked case: "1..0 # SKIP why".
+        if level.plan is not None and len(level.cases) >= level.plan and planned == level.plan:
+            return  # the same plan again once it is met (a trailing repeat): nothing new
         if level.plan is not None or planned < len(level.cases):
             level = self._push_inline(level)
         level.plan = planned

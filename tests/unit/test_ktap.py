@@ -180,3 +180,10 @@ def test_a_childs_skip_plan_in_a_stream_without_a_plan_is_not_the_plan() -> None
         ("a", Outcome.PASS, ""),
         ("b", Outcome.SKIP, "- child"),
     ]
+
+
+@pytest.mark.parametrize("tail", ["1..2\n", "TAP version 13\n", "1..0 # SKIP - late child\n"])
+def test_a_stream_whose_plan_is_met_is_not_cut_short_by_a_late_header(tail: str) -> None:
+    doc = ktap.parse("TAP version 13\n1..2\nok 1 a\nok 2 b\n" + tail)
+    assert doc.plan == 2 and not doc.truncated
+    assert [(p, c.outcome) for p, c in doc.leaves()] == [("a", Outcome.PASS), ("b", Outcome.PASS)]
