@@ -24,7 +24,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import compare, history, history_query, history_record, history_report, report, runner
+from harness import (
+    compare,
+    history,
+    history_query,
+    history_record,
+    history_report,
+    interrupt,
+    report,
+    runner,
+)
 from harness.compare import BAD, Comparison, Group
 from harness.config import LabConfig
 from harness.errors import LabError, UserError
@@ -215,6 +224,7 @@ def run_ab(
     series_req = dataclasses.replace(req, run_id=run_id)
     p.say(f"[ab] 1/2: the base, {chosen.label}")
     base_exit = run(chosen.lab, base_req, p)
+    interrupt.check()  # the base run caught Ctrl-C or SIGTERM: no series run after it
     p.say(f"[ab] 2/2: the series, {req.kernel}")
     series_exit = run(lab, series_req, p)
     base_dir = req.results_root / base_id

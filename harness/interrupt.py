@@ -40,6 +40,8 @@ class _State:
         self.lock = threading.Lock()
         self.signame: str | None = None
         self.extra = 0
+        # How many handlers() blocks are open: only the outermost installs and restores.
+        self.depth = 0
 
 
 _state = _State()
@@ -88,13 +90,24 @@ def reset() -> None:
 
 @contextlib.contextmanager
 def handlers() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Interrupted inside the block (main thread only); a
-    signal seen inside is forgotten when the block ends."""
-    reset()
-    previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    """SIGINT and SIGTERM raise Interrupted inside the block (main thread only) and set
+    the flag check() reads; a signal seen inside is forgotten when the block ends.
+
+    The one way a command installs them (a test checks no other module calls
+    signal.signal). Blocks nest: an inner one neither resets nor restores, so a command
+    that calls another's code cannot clear the signal the outer one is unwinding for.
+    """
+    outermost = _state.depth == 0
+    previous = {}
+    if outermost:
+        reset()
+        previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _state.depth += 1
     try:
         yield
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        reset()
+        _state.depth -= 1
+        if outermost:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            reset()

@@ -4,8 +4,15 @@ The tree's own tools do the merging (make <base>, scripts/kconfig/merge_config.s
 make olddefconfig), so the result is what a kernel developer would get by hand. Then
 every symbol a fragment asks for is checked against the final .config (kunit.py's
 habit): a request that did not land is an error naming the symbol, the requested and
-actual values and the unmet "depends on" from the tree's Kconfig; a symbol the tree
-does not define at all (a series-only symbol on mainline) is reported, not dropped.
+actual values and the unmet "depends on" from the tree's Kconfig. A symbol the tree
+does not define at all (a series-only symbol on mainline) is reported; asked off it is
+met, asked on it did not land either: the tree cannot provide it.
+
+Such an error is the user's (exit 3, DESIGN.md), never infrastructure (exit 2: the same
+inputs fail the same way, so a retry cannot help) nor a finding about the kernel (exit
+1, kept for a tree that does not build or a series that does not apply): whether the
+fragment misses a dependency, misspells a symbol or is paired in lab.yaml with a kernel
+that lacks it, the fix is in lab.yaml or its fragments.
 """
 
 from __future__ import annotations
@@ -40,8 +47,13 @@ class Mismatch:
     actual: str
     fragment: str
     unmet: str | None  # the symbol's dependencies, annotated with their values
+    # False: the tree does not define the symbol, so no fragment can make it land.
+    defined: bool = True
 
     def describe(self) -> str:
+        if not self.defined:
+            text = f"CONFIG_{self.symbol}: requested {self.requested}, but this tree does not "
+            return text + f"define it (from {self.fragment})"
         text = f"CONFIG_{self.symbol}: requested {self.requested}, got {self.actual}"
         text += f" (from {self.fragment})"
         return text + (f"\n      unmet: {self.unmet}" if self.unmet else "")
@@ -61,8 +73,9 @@ class KernelConfig:
 
     @property
     def missing_symbols(self) -> tuple[str, ...]:
-        """DESIGN.md's name: every requested symbol that is not as asked."""
-        return tuple(m.symbol for m in self.mismatches) + self.unknown_symbols
+        """DESIGN.md's name: every requested symbol that is not as asked, or not known."""
+        landed_wrong = tuple(m.symbol for m in self.mismatches)
+        return landed_wrong + tuple(s for s in self.unknown_symbols if s not in landed_wrong)
 
     @property
     def ok(self) -> bool:
@@ -110,14 +123,18 @@ def verify(
     unknown: list[str] = []
     mismatches: list[Mismatch] = []
     for symbol, req in sorted(requests.items()):
+        # A symbol absent from .config is off (or invisible): that is "n".
+        actual = final.get(symbol, "n")
         # Unknown first: "n" for a symbol the tree lacks is not a verified "n" (the
         # sw-protected fragment's KVM_VM_MEMORY_ATTRIBUTES on mainline must be reported).
         # An unreadable Kconfig (no definitions at all) says nothing either way.
         if kconfig.definitions and not kconfig.knows(symbol):
             unknown.append(symbol)
+            # Asked on, it cannot land. Kconfig drops what the tree does not define, so
+            # one in .config as asked is defined where this reader did not look.
+            if actual != req.value:
+                mismatches.append(Mismatch(symbol, req.value, actual, req.fragment, None, False))
             continue
-        # A symbol absent from .config is off (or invisible): that is "n".
-        actual = final.get(symbol, "n")
         if actual == req.value:
             continue
         unmet = kconfig.explain(symbol, final)
@@ -221,9 +238,16 @@ def require_verified(cfg: KernelConfig, tree: SourceTree) -> None:
     if cfg.ok:
         return
     lines = "\n".join("    " + m.describe() for m in cfg.mismatches)
+    fixes = []
+    if any(m.defined for m in cfg.mismatches):
+        fixes.append("enable the unmet dependencies in the fragment too, or drop the request")
+    if not all(m.defined for m in cfg.mismatches):
+        fixes.append(
+            "for a symbol the tree does not define: fix its name in the fragment, or run "
+            "this config set on a kernel that has it (lab.yaml: --kernel, matrix configs)"
+        )
     raise UserError(
         f"config: {len(cfg.mismatches)} requested symbol(s) did not land in {cfg.path} "
         f"({tree.describe}):\n{lines}",
-        "enable the unmet dependencies in the fragment too, or drop the request "
-        f"(merge log: {cfg.log})",
+        f"{'; '.join(fixes)} (merge log: {cfg.log})",
     )

@@ -6,6 +6,11 @@ timestamps, a missing plan and Bail out!. A stream that ends before its plan is
 satisfied (or inside a subtest) is a crash, never a pass: the case that was running gets
 outcome crash and the planned cases that never started are missing (kunit_parser.py does
 the same for the kernel's own KUnit logs).
+
+kselftest_harness.h runs each case in a fork, and a child may print TAP of its own at the
+parent's indentation before the parent's `ok N`: ksft_exit_skip() prints `1..0 # SKIP why`
+(or `ok N # SKIP why` when it inherited the plan). A second header or plan at one level is
+such a child's stream: its cases become the next result's subtests, never the level's plan.
 """
 
 from __future__ import annotations
@@ -88,7 +93,12 @@ def _outcome(ok: bool, directive: str | None) -> Outcome:
 
 @dataclass
 class _Level:
+    """One stream being read: the top, an indented subtest, or a child's inline stream."""
+
     indent: int
+    # A stream a child process printed at its parent's indentation (kselftest_harness
+    # runs each case in a fork): it ends when its plan is met or its numbering breaks.
+    inline: bool = False
     version: str | None = None
     plan: int | None = None
     plan_skip: str | None = None
@@ -99,6 +109,12 @@ class _Level:
     child: _Level | None = None
     running: str | None = None
     truncated: bool = False
+
+    def next_number(self) -> int:
+        return self.cases[-1].number + 1 if self.cases else 1
+
+    def started(self) -> bool:
+        return self.plan is not None or bool(self.cases)
 
 
 def _indent(line: str) -> int:
@@ -119,20 +135,23 @@ def _finish(level: _Level, ended: bool) -> None:
     expected = level.plan
     if not ended:
         return
-    if expected is not None and seen >= expected and level.child is None:
+    child = level.child
+    if child is not None and child.inline and not child.cases and not child.truncated:
+        child = None  # a child's header or skip plan alone leaves nothing unreported
+    if expected is not None and seen >= expected and child is None:
         return
-    if expected is None and level.child is None and level.running is None:
+    if expected is None and child is None and level.running is None:
         return
     level.truncated = True
     number = seen + 1
-    name = level.running or (level.child.name if level.child else None) or f"test {number}"
+    name = level.running or (child.name if child else None) or f"test {number}"
     crash = TapCase(
         number,
         name,
         Outcome.CRASH,
         reason="output ended before this test's result (truncated stream)",
         lines=level.pending,
-        subtests=level.child.cases if level.child else [],
+        subtests=child.cases if child else [],
     )
     level.cases.append(crash)
     for n in range(number + 1, (expected or 0) + 1):
@@ -141,89 +160,152 @@ def _finish(level: _Level, ended: bool) -> None:
         )
 
 
-def parse(text: str) -> TapDoc:
-    doc = TapDoc()
-    stack: list[_Level] = [_Level(indent=0)]
-    for raw in text.splitlines():
-        line = _strip(raw)
+def _vague(reason: str) -> bool:
+    # kselftest_harness says "unknown" when a case exited KSFT_SKIP without SKIP().
+    return reason in ("", "unknown")
+
+
+class _Parser:
+    """Reads a stream line by line onto a stack of levels, the top level at the bottom."""
+
+    def __init__(self) -> None:
+        self.doc = TapDoc()
+        self.stack = [_Level(indent=0)]
+
+    def feed(self, line: str) -> bool:
+        """Read one line; False once the stream has bailed out."""
         body = line.strip()
         if not body:
-            continue
-        indent = _indent(line)
-        structural = bool(_VERSION.match(body) or _PLAN.match(body) or _RESULT.match(body))
-        is_subtest = bool(_SUBTEST.match(body))
-        top = stack[-1]
-        if indent > top.indent and (structural or is_subtest):
-            stack.append(_Level(indent=indent))
-        while len(stack) > 1 and indent < stack[-1].indent and structural:
-            closed = stack.pop()
-            _finish(closed, ended=False)
-            stack[-1].child = closed
-        level = stack[-1]
-
-        if m := _VERSION.match(body):
-            doc.found = True
-            level.version = m.group(1)
-        elif m := _PLAN.match(body):
-            doc.found = True
-            level.plan = int(m.group(1))
-            if m.group(2) and m.group(2).upper().startswith("SKIP"):
-                level.plan_skip = m.group(2)[4:].strip() or "skipped"
-        elif m := _RESULT.match(body):
-            doc.found = True
-            ok = m.group("ok") == "ok"
-            directive = m.group("directive")
-            name = m.group("name").strip() or (level.child.name if level.child else None)
-            child = level.child
-            case = TapCase(
-                number=int(m.group("num")),
-                name=name or f"test {m.group('num')}",
-                outcome=_outcome(ok, directive),
-                reason=(m.group("reason") or "").strip(),
-                directive=directive.upper() if directive else None,
-                lines=level.pending,
-                subtests=child.cases if child else [],
-            )
-            if child is not None and child.truncated and case.outcome is Outcome.PASS:
-                case.outcome = Outcome.CRASH
-            level.cases.append(case)
-            level.pending, level.child, level.running = [], None, None
-        elif m := _SUBTEST.match(body):
-            level.name = m.group(1).strip()
-        elif m := _BAIL.match(body):
-            doc.found = True
-            doc.bail_out = m.group(1).strip() or "Bail out!"
-            break
+            return True
+        version, plan, result = _VERSION.match(body), _PLAN.match(body), _RESULT.match(body)
+        subtest = _SUBTEST.match(body)
+        structural = bool(version or plan or result)
+        self._nest(_indent(line), structural, bool(subtest))
+        level = self.stack[-1]
+        if version:
+            if level.started():
+                # A second header at one level: a child process' own stream begins.
+                level = self._push_inline(level)
+            level.version = version.group(1)
+        elif plan:
+            self._plan(level, int(plan.group(1)), plan.group(2))
+        elif result:
+            self._result(result)
+        elif subtest:
+            level.name = subtest.group(1).strip()
+        elif bail := _BAIL.match(body):
+            self.doc.bail_out = bail.group(1).strip() or "Bail out!"
         else:
-            if m := _RUN.match(body):
-                level.running = m.group(1)
+            if run := _RUN.match(body):
+                level.running = run.group(1)
             level.pending.append(body)
+        self.doc.found = self.doc.found or structural or self.doc.bail_out is not None
+        return self.doc.bail_out is None
 
-    # The stream ended: close every open level from the innermost out.
-    while len(stack) > 1:
-        closed = stack.pop()
-        _finish(closed, ended=True)
-        stack[-1].child = closed
-        stack[-1].running = stack[-1].running or closed.name
-    root = stack[0]
-    if doc.bail_out is not None:
-        root.cases.append(
-            TapCase(
-                len(root.cases) + 1,
-                "bail out",
-                Outcome.FAIL,
-                reason=doc.bail_out,
-                lines=root.pending,
-            )
+    def _nest(self, indent: int, structural: bool, subtest: bool) -> None:
+        if indent > self.stack[-1].indent and (structural or subtest):
+            self.stack.append(_Level(indent=indent))
+        while len(self.stack) > 1 and indent < self.stack[-1].indent and structural:
+            self._pop(ended=False)
+
+    def _pop(self, ended: bool) -> _Level:
+        closed = self.stack.pop()
+        _finish(closed, ended)
+        self.stack[-1].child = closed
+        return closed
+
+    def _push_inline(self, parent: _Level) -> _Level:
+        level = _Level(indent=parent.indent, inline=True)
+        self.stack.append(level)
+        return level
+
+    def _close_met_inline(self) -> None:
+        while self.stack[-1].inline:
+            level = self.stack[-1]
+            if level.plan is None or len(level.cases) < level.plan:
+                return
+            self._pop(ended=False)
+
+    def _plan(self, level: _Level, planned: int, comment: str | None) -> None:
+        # A plan where this level already has one, or one smaller than what it has
+        # already reported, is not this level's (a trailing plan counts what ran): a
+        # child printed it, e.g. ksft_exit_skip() in a forked case: "1..0 # SKIP why".
+        if level.plan is not None and len(level.cases) >= level.plan and planned == level.plan:
+            return  # the same plan again once it is met (a trailing repeat): nothing new
+        if level.plan is not None or planned < len(level.cases):
+            level = self._push_inline(level)
+        level.plan = planned
+        if comment and comment.upper().startswith("SKIP"):
+            level.plan_skip = comment[4:].strip() or "skipped"
+        self._close_met_inline()
+
+    def _result(self, m: re.Match[str]) -> None:
+        number = int(m.group("num"))
+        while self.stack[-1].inline and number != self.stack[-1].next_number():
+            # The child's stream stopped short; this result is its parent's.
+            self._pop(ended=True)
+        level = self.stack[-1]
+        ok = m.group("ok") == "ok"
+        directive = m.group("directive")
+        child = level.child
+        case = TapCase(
+            number=number,
+            name=m.group("name").strip() or (child.name if child else None) or f"test {number}",
+            outcome=_outcome(ok, directive),
+            reason=(m.group("reason") or "").strip(),
+            directive=directive.upper() if directive else None,
+            lines=level.pending,
+            subtests=child.cases if child else [],
         )
-    else:
-        _finish(root, ended=True)
-    doc.version = root.version
-    doc.plan = root.plan
-    doc.plan_skip = root.plan_skip
-    doc.cases = root.cases
-    doc.truncated = root.truncated
-    doc.missing_plan = doc.found and root.plan is None
-    if root.plan == 0 and root.plan_skip and not root.cases:
-        doc.cases = [TapCase(1, "(all)", Outcome.SKIP, reason=root.plan_skip)]
-    return doc
+        if child is not None and child.truncated and case.outcome is Outcome.PASS:
+            case.outcome = Outcome.CRASH
+        if child is not None and child.plan_skip and _vague(case.reason):
+            case.reason = child.plan_skip if case.outcome is Outcome.SKIP else case.reason
+        before = level.cases[-1] if level.cases else None
+        if child is None and before is not None and before.number == number:
+            # The same number twice: a forked case's own "ok N # SKIP why" (a child that
+            # inherited the plan), then the harness' verdict on it. The later one counts.
+            level.cases.pop()
+            case.lines = before.lines + case.lines
+            if _vague(case.reason) and before.outcome is case.outcome:
+                case.reason = before.reason
+        level.cases.append(case)
+        level.pending, level.child, level.running = [], None, None
+        self._close_met_inline()
+
+    def finish(self) -> TapDoc:
+        """The stream ended: close every open level from the innermost out."""
+        doc = self.doc
+        while len(self.stack) > 1:
+            closed = self._pop(ended=True)
+            self.stack[-1].running = self.stack[-1].running or closed.name
+        root = self.stack[0]
+        if doc.bail_out is not None:
+            root.cases.append(
+                TapCase(
+                    len(root.cases) + 1,
+                    "bail out",
+                    Outcome.FAIL,
+                    reason=doc.bail_out,
+                    lines=root.pending,
+                )
+            )
+        else:
+            _finish(root, ended=True)
+        doc.version = root.version
+        doc.plan = root.plan
+        doc.plan_skip = root.plan_skip
+        doc.cases = root.cases
+        doc.truncated = root.truncated
+        doc.missing_plan = doc.found and root.plan is None
+        if root.plan == 0 and root.plan_skip and not root.cases:
+            doc.cases = [TapCase(1, "(all)", Outcome.SKIP, reason=root.plan_skip)]
+        return doc
+
+
+def parse(text: str) -> TapDoc:
+    parser = _Parser()
+    for raw in text.splitlines():
+        if not parser.feed(_strip(raw)):
+            break
+    return parser.finish()

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import ab, names, nightly, runner
+from harness import ab, interrupt, names, nightly, runner
 from harness.config import LabConfig
 from harness.errors import LabError, UserError
 from harness.matrix_grid import Cell, cells
@@ -102,6 +102,7 @@ def run_matrix(
             base = ab.resolve_base(lab, cell.kernel, ab_base)
             key = (base.kernel, cell.config, cell.target)
             if key not in base_runs:
+                interrupt.check()  # the cell was interrupted: no base run after it
                 base_id = f"{names.slug(base.kernel)}-{cell.config}-{cell.target}-base"
                 base_code = run_one(
                     base.lab, request(base.kernel, cell.config, cell.target, base_id)
@@ -121,6 +122,8 @@ def run_matrix(
                 ab_rows.append(AbRow(run_id, base_dir.name, v.headline, v.exit_code))
         view = _nightly(results_root, done, folder, nights, warn)
         write_index(folder, matrix, done, view, ab_rows, exit_code=combined_exit(counted))
+        # A cell's runner caught Ctrl-C or SIGTERM to write its report: stop here.
+        interrupt.check()
     return combined_exit(counted)
 
 

@@ -4,12 +4,10 @@ its script (harness/bisect.py; a step: harness/bisect_step.py)."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
-from harness import bisect, bisect_step, runner, selection
-from harness.commands import run as run_command
+from harness import bisect, bisect_step, interrupt, runner, selection
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.paths import REPO_ROOT
@@ -59,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace, lab: LabConfig) -> int:
     sel = selection.parse(args.test)
     config_name = args.config or lab.defaults.config
-    previous = signal.signal(signal.SIGTERM, run_command.on_sigterm)
-    try:
+    # Ctrl-C and SIGTERM stop the step's run (its VM) and the bisection, as in `lab run`.
+    with interrupt.handlers():
         if args.step:
             return bisect_step.step(
                 lab,
@@ -84,5 +82,3 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
             lab_file=args.lab,
         )
         return bisect.run_bisect(lab, req, runner.Progress(sys.stderr))
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from harness import crash, interrupt, session
+from harness.commands import run as run_command
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
 from harness.image import ensure_image
@@ -24,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "boot",
         help="boot a kernel in the lab VM: a shell, `-- CMD`, or --detach",
         description=(
-            "Boot a built kernel (lab.yaml's defaults, --kernel/--config, or --bzimage) on "
+            "Boot a built kernel (lab.yaml's defaults, --kernel/--config, a series with "
+            "--mbox/--base, or --bzimage) on "
             "a fresh overlay of the lab image. With `-- CMD...` run CMD over SSH with its "
             "output streamed, shut down and exit with CMD's status; on a terminal without "
             "CMD open a shell and shut down after it; with --detach leave the VM running "
@@ -33,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--kernel", help="a kernel name from lab.yaml (default: defaults.kernel)")
     parser.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
+    run_command.add_series_arguments(parser)
     parser.add_argument("--bzimage", type=Path, help="boot this kernel image instead of a build")
     parser.add_argument("--initrd", type=Path, help="an initramfs (for distribution kernels)")
     parser.add_argument(
@@ -51,14 +54,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def resolve_bzimage(args: argparse.Namespace, lab: LabConfig) -> Path:
+def resolve_bzimage(args: argparse.Namespace, lab: LabConfig, kernel: str | None = None) -> Path:
+    """--bzimage, else the build of `kernel` (default --kernel, then defaults.kernel)."""
     if args.bzimage is not None:
         if not args.bzimage.is_file():
             raise UserError(f"--bzimage {args.bzimage}: no such file", "give a kernel image")
         return Path(args.bzimage)
     from harness.build import build_kernel, prepare_request  # cached: builds what is missing
 
-    kernel = args.kernel or lab.defaults.kernel
+    kernel = kernel or args.kernel or lab.defaults.kernel
     build = build_kernel(prepare_request(lab, kernel, args.config or lab.defaults.config))
     return Path(build.bzimage)
 
@@ -84,7 +88,8 @@ def _run(args: argparse.Namespace, lab: LabConfig) -> int:
     detach = args.detach or (not cmd and not sys.stdin.isatty())
     if detach and detached.load_state() is not None:
         raise UserError("a detached lab VM is already running", "`lab ssh` to it, or `lab stop`")
-    bzimage = resolve_bzimage(args, lab)
+    lab, chosen = run_command.series_kernel(args, lab)  # --mbox FILE --base NAME
+    bzimage = resolve_bzimage(args, lab, chosen)
     image = ensure_image(lab)
     run_dir = args.run_dir or new_run_dir()
     started = time.monotonic()

@@ -22,16 +22,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a lab VM standing in for a bare-metal host: up NAME, down NAME, list",
         description=(
             "up NAME boots the lab image with a stock lab kernel (systemd, survives kexec "
-            "and reboot), leaves it running and writes a Host NAME entry (127.0.0.1, its "
+            "and reboot; see `lab host-vm up --help` for which kernel), leaves it running "
+            "and writes a Host NAME entry (127.0.0.1, its "
             "forwarded port, the lab key, the image's pinned host key) into the lab's SSH "
             "config file, so `hosts: NAME: {ssh: NAME}` in lab.yaml reaches it like a real "
             "host. down NAME stops it and removes the entry."
         ),
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    up = actions.add_parser("up", help="boot NAME and write its SSH config entry")
+    up = actions.add_parser(
+        "up",
+        help="boot NAME and write its SSH config entry",
+        description=(
+            "Boot NAME on a stock kernel of its own, the one the test kernel is kexec'ed "
+            "from and comes back to: built (cached) from lab.yaml's defaults.kernel and "
+            "defaults.config unless --kernel, --config or --bzimage say otherwise. When "
+            "that kernel cannot be fetched (its git URL unreachable, e.g. offline), pass "
+            "--kernel mainline, Debian's baseline, as for lab build, boot and run."
+        ),
+    )
     up.add_argument("name")
-    up.add_argument("--kernel", help="its own kernel: a lab.yaml kernel (default: defaults)")
+    up.add_argument(
+        "--kernel",
+        help="its own kernel, a lab.yaml kernel name (default: defaults.kernel; "
+        "offline: --kernel mainline)",
+    )
     up.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
     up.add_argument("--bzimage", type=Path, help="boot this kernel image instead of a build")
     up.set_defaults(func=run_up)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 from pathlib import Path
 
-from harness import matrix, matrix_grid, nightly
+from harness import interrupt, matrix, matrix_grid, nightly
 from harness.commands import run as run_command
 from harness.config import LabConfig
 from harness.paths import REPO_ROOT
@@ -92,8 +91,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         return 0
     # SIGTERM unwinds like Ctrl-C, as in `lab run`: the running cell stops its VM and
     # writes its report before the matrix exits.
-    previous = signal.signal(signal.SIGTERM, run_command.on_sigterm)
-    try:
+    with interrupt.handlers():
         return matrix.run_matrix(
             lab,
             args.name,
@@ -103,5 +101,3 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
             nights=args.nights,
             kernel=args.kernel,
         )
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -8,14 +8,12 @@ import argparse
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
-from types import FrameType
 from typing import Any
 
-from harness import names
+from harness import interrupt, names
 from harness.build import load_build
 from harness.cachelock import locked
 from harness.config import LabConfig
@@ -137,10 +135,11 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     work = work_copy(src)
     say(f"[mutate] {len(candidates)} mutants of {', '.join(files)}; run folder {run_dir}")
     say(f"[mutate] mutating a copy of the tree: {work}")
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     state: MutationState | None = None
     try:
-        with locked(lock_path(work), f"mutation tree {work.name}"):
+        # Ctrl-C and SIGTERM (CI cancelling the job) unwind the same way: the pristine
+        # file is restored, the running lab run is stopped and the report is written.
+        with interrupt.handlers(), locked(lock_path(work), f"mutation tree {work.name}"):
             state = open_state(
                 run_dir,
                 src.path,
@@ -168,7 +167,6 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
             )
             engine.run()
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if state is not None:
             html, md = render(state, run_dir)
             _print_scores(state)
@@ -181,12 +179,6 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # CI cancelling the job: unwind like Ctrl-C, so the pristine file is restored, the
-    # running lab run is stopped the orderly way and the report is written.
-    raise KeyboardInterrupt
 
 
 def _suites(text: str | None, lab: LabConfig) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from types import FrameType
 
 from harness import ab, interrupt, patchset, runner, selection
 from harness.config import LabConfig
@@ -79,12 +78,13 @@ def add_ab_argument(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_series_arguments(parser: argparse.ArgumentParser) -> None:
-    """--mbox FILE --base NAME: a series from mail onto a lab.yaml kernel (lab run, build)."""
+    """--mbox FILE --base NAME: a series from mail onto a lab.yaml kernel (lab run, build,
+    boot); series_kernel() reads them."""
     parser.add_argument(
         "--mbox",
         type=Path,
         help="apply this series (an mbox: b4 am, git format-patch --stdout) onto --base "
-        "and test the result, as an mbox kernel in lab.yaml would",
+        "and use the result, as an mbox kernel in lab.yaml would be",
     )
     parser.add_argument(
         "--base", help="with --mbox: the lab.yaml kernel to apply it onto (default: --kernel)"
@@ -112,11 +112,6 @@ def _series_args(args: argparse.Namespace, lab: LabConfig, kernel: str) -> tuple
     if args.mbox is None or spec is None or spec.mbox is None:
         return ()
     return ("--mbox", str(args.mbox.resolve()), "--base", spec.mbox.base)
-
-
-def on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # CI cancelling the job: unwind like Ctrl-C so the VM stops and the report is written.
-    raise interrupt.Interrupted("SIGTERM")
 
 
 def run(args: argparse.Namespace, lab: LabConfig) -> int:

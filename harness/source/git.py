@@ -60,11 +60,14 @@ def describe(tree: Path) -> str:
         return run_git("-C", str(tree), "rev-parse", "--short=12", "HEAD")
 
 
-def _offline_hint(url: str) -> str:
+def _offline_hint(name: str, url: str, default: bool) -> str:
+    # Every command that takes --kernel says this, so `lab host-vm up NAME` (which a
+    # person rarely gives --kernel) tells where the kernel came from, like `lab run`.
+    chosen = f"{name} is lab.yaml's defaults.kernel, used without --kernel; " if default else ""
     return (
-        f"check the network path to {url}; offline, use Debian's baseline with "
-        "`--kernel mainline` (lab build/run; make lab-test KERNEL=mainline) or a local "
-        "tree with `--kernel /path/to/linux`"
+        f"check the network path to {url}; {chosen}offline, pass `--kernel mainline` "
+        "(Debian's baseline; make lab-test KERNEL=mainline) or a local tree's path "
+        "`--kernel /path/to/linux`"
     )
 
 
@@ -75,8 +78,9 @@ def mirror_dir(url: str) -> Path:
     )
 
 
-def _probe_remote(url: str, ref: str) -> None:
-    """ls-remote with a hard deadline: an unreachable URL fails in seconds."""
+def _probe_remote(name: str, url: str, ref: str, default: bool = False) -> None:
+    """ls-remote with a hard deadline: an unreachable URL fails in seconds, naming the
+    lab.yaml kernel (`default`: it was chosen by defaults.kernel, not by --kernel)."""
     try:
         listed = run_git(
             "-c",
@@ -91,26 +95,27 @@ def _probe_remote(url: str, ref: str) -> None:
         )
     except subprocess.TimeoutExpired:
         raise UserError(
-            f"git source {url} did not answer within {GIT_CONNECT_TIMEOUT_S}s",
-            _offline_hint(url),
+            f"kernel {name!r}: git source {url} did not answer within {GIT_CONNECT_TIMEOUT_S}s",
+            _offline_hint(name, url, default),
         ) from None
     except subprocess.CalledProcessError as exc:
         detail = (exc.stderr or "").strip().splitlines()
+        why = detail[-1] if detail else "git ls-remote failed"
         raise UserError(
-            f"git source {url} is unreachable: {detail[-1] if detail else 'git ls-remote failed'}",
-            _offline_hint(url),
+            f"kernel {name!r}: git source {url} is unreachable: {why}",
+            _offline_hint(name, url, default),
         ) from None
     # A commit id is not listed by ls-remote; the fetch will tell whether it exists.
     if not listed and not re.fullmatch(r"[0-9a-f]{7,40}", ref):
         raise UserError(
-            f"git source {url} has no branch or tag {ref!r}",
-            "fix kernels.*.git.ref in lab.yaml",
+            f"kernel {name!r}: git source {url} has no branch or tag {ref!r}",
+            f"fix kernels.{name}.git.ref in lab.yaml",
         )
 
 
-def from_git(name: str, spec: GitSource) -> SourceTree:
+def from_git(name: str, spec: GitSource, default: bool = False) -> SourceTree:
     require_tools("git")
-    _probe_remote(spec.url, spec.ref)
+    _probe_remote(name, spec.url, spec.ref, default)
     mirror = mirror_dir(spec.url)
     if not (mirror / "HEAD").exists():
         run_git("init", "--bare", "-q", str(mirror))
@@ -158,4 +163,4 @@ def from_git(name: str, spec: GitSource) -> SourceTree:
 
 def prepare(lab: LabConfig, name: str, spec: KernelSource) -> SourceTree:
     assert spec.git is not None
-    return from_git(name, spec.git)
+    return from_git(name, spec.git, default=name == lab.defaults.kernel)

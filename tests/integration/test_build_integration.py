@@ -138,7 +138,7 @@ def test_unreachable_series_fails_fast(lab: config.LabConfig) -> None:
     assert spec is not None
     start = time.monotonic()
     try:
-        source.git._probe_remote(spec.url, spec.ref)
+        source.git._probe_remote("series", spec.url, spec.ref)
     except UserError as exc:
         assert time.monotonic() - start < 30
         assert spec.url in exc.message

@@ -137,3 +137,71 @@ def test_a_vm_whose_qemu_died_is_forgotten(
 def test_a_name_that_could_change_the_ssh_config_is_refused(name: str) -> None:
     with pytest.raises(UserError, match="not a safe name"):
         hostvm.up(config.load(), name, Path("/b/bzImage"), image())
+
+
+# --- the default kernel cannot be fetched (GitHub unreachable) ------------------------
+
+
+def unreachable_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    """git ls-remote fails as it does offline; the host checks pass."""
+    from harness import build
+    from harness.source import git
+
+    def run_git(*args: str, **kwargs: Any) -> str:
+        raise subprocess.CalledProcessError(
+            128, ["git", *args], "", "fatal: unable to access: Could not resolve host\n"
+        )
+
+    monkeypatch.setattr(git, "run_git", run_git)
+    monkeypatch.setattr(build, "check_host", lambda: None)
+
+
+def test_up_with_an_unfetchable_default_kernel_names_it_and_the_way_out(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness import cli
+
+    unreachable_git(monkeypatch)
+    lab = config.load()
+    assert cli.main(["host-vm", "up", "hv1"]) == 3
+    err = capsys.readouterr().err
+    assert f"kernel {lab.defaults.kernel!r}" in err  # which kernel, though none was given
+    assert "defaults.kernel" in err and "--kernel mainline" in err
+    assert "Traceback" not in err
+
+
+def test_other_commands_say_the_same_for_the_same_kernel(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from harness import cli
+
+    unreachable_git(monkeypatch)
+    assert cli.main(["host-vm", "up", "hv1"]) == 3
+    host_vm = capsys.readouterr().err
+    assert cli.main(["boot"]) == 3
+    assert capsys.readouterr().err == host_vm
+    assert cli.main(["build", "--kernel", "series"]) == 3
+    assert capsys.readouterr().err == host_vm
+
+
+def test_a_kernel_that_is_not_the_default_is_not_called_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from harness.source import prepare_source
+
+    unreachable_git(monkeypatch)
+    lab = config.load()
+    lab = lab.model_copy(update={"defaults": lab.defaults.model_copy(update={"kernel": "x"})})
+    with pytest.raises(UserError) as err:
+        prepare_source(lab, "series")
+    assert "kernel 'series'" in err.value.message and "--kernel mainline" in err.value.message
+    assert "defaults.kernel" not in err.value.message
+
+
+def test_up_help_says_which_kernel_it_boots(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["host-vm", "up", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "defaults.kernel" in out and "--kernel mainline" in out

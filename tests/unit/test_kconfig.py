@@ -71,12 +71,69 @@ def test_tdx_with_dependencies_lands(tree: SourceTree, tmp_path: Path) -> None:
     assert configure(tree, tmp_path, frag(tmp_path, "tdx.config", text)).ok
 
 
-def test_symbol_unknown_to_tree_is_reported_not_failed(tree: SourceTree, tmp_path: Path) -> None:
-    text = "# CONFIG_KVM_VM_MEMORY_ATTRIBUTES is not set\nCONFIG_SERIES_ONLY=y\n"
+def test_symbol_unknown_to_tree_asked_off_is_reported_not_failed(
+    tree: SourceTree, tmp_path: Path
+) -> None:
+    # sw-protected.config on mainline: "is not set" for a series-only symbol is met.
+    text = "# CONFIG_KVM_VM_MEMORY_ATTRIBUTES is not set\n# CONFIG_SERIES_ONLY is not set\n"
     cfg = configure(tree, tmp_path, frag(tmp_path, "sw.config", text))
     assert cfg.ok
     assert cfg.unknown_symbols == ("KVM_VM_MEMORY_ATTRIBUTES", "SERIES_ONLY")
     assert cfg.verification()["unknown_to_tree"] == ["KVM_VM_MEMORY_ATTRIBUTES", "SERIES_ONLY"]
+    kconfig.require_verified(cfg, tree)
+
+
+def test_symbol_unknown_to_tree_asked_on_fails_the_config_stage_as_bad_input(
+    tree: SourceTree, tmp_path: Path
+) -> None:
+    """vm-attributes.config on mainline: the tree cannot provide the symbol, so a build
+    would test another configuration than the one named. Not infrastructure (exit 2: a
+    retry cannot help) and not a test failure (exit 1): lab.yaml pairs this config set
+    with a kernel that lacks the symbol, or the fragment misspells it (exit 3)."""
+    text = "# CONFIG_KVM_VM_MEMORY_ATTRIBUTES is not set\nCONFIG_SERIES_ONLY=y\n"
+    cfg = configure(tree, tmp_path, frag(tmp_path, "vm-attributes.config", text))
+    assert not cfg.ok
+    assert cfg.unknown_symbols == ("KVM_VM_MEMORY_ATTRIBUTES", "SERIES_ONLY")
+    assert cfg.missing_symbols == ("SERIES_ONLY", "KVM_VM_MEMORY_ATTRIBUTES")
+    with pytest.raises(UserError) as err:
+        kconfig.require_verified(cfg, tree)
+    assert err.value.exit_code == 3
+    text = err.value.message
+    assert "CONFIG_SERIES_ONLY: requested y, but" in text and "does not define it" in text
+    assert "vm-attributes.config" in text and tree.describe in text
+    assert "a kernel that has it" in text and "KVM_VM_MEMORY_ATTRIBUTES" not in text
+
+
+def test_an_unknown_symbol_that_landed_is_not_an_error(
+    tree: SourceTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader can miss a definition (a `source` it cannot expand); Kconfig drops
+    # what it does not define, so a symbol in the final .config as asked is known.
+    real = kconfig_tree.load
+
+    def blind(srctree: Path) -> kconfig_tree.KconfigTree:
+        found = real(srctree)
+        return kconfig_tree.KconfigTree(
+            {k: v for k, v in found.definitions.items() if k != "KVM_AMD"}
+        )
+
+    monkeypatch.setattr(kconfig_tree, "load", blind)
+    cfg = configure(tree, tmp_path, frag(tmp_path, "lab.config", LAB_FRAGMENT))
+    assert cfg.ok and cfg.unknown_symbols == ("KVM_AMD",)
+
+
+def test_lab_build_exits_3_when_the_tree_lacks_a_requested_symbol(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness import cli
+    from tests.unit.fake_kernel import write_lab
+
+    monkeypatch.setenv("LAB_CACHE", str(tmp_path / "cache"))
+    linux = make_tree(tmp_path / "linux")
+    lab = write_lab(tmp_path / "lab", {"dev": {"path": str(linux)}}, {"va": "CONFIG_NOPE=y\n"})
+    assert cli.main(["--lab", str(lab), "build", "--config-only"]) == 3
+    err = capsys.readouterr().err
+    assert "CONFIG_NOPE: requested y, but" in err and "va.config" in err
 
 
 def test_not_set_request_for_known_symbol_is_checked(tree: SourceTree, tmp_path: Path) -> None:

@@ -84,6 +84,34 @@ def test_cli_mbox_and_base_do_the_same_without_lab_yaml(
     assert data["kernel"] == "hello-on-dev" and len(data["patches"]) == 2
 
 
+def test_boot_mbox_and_base_boot_the_series_kernel(
+    tmp_path: Path, tree: Path, series: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lab boot --mbox FILE --base NAME` builds the series onto NAME, as lab build does,
+    and boots that kernel (the VM itself is not started here)."""
+    from harness.commands import boot as boot_command
+
+    booted: list[Path] = []
+
+    class Booted(BaseException):  # past cli.main's handlers
+        pass
+
+    def boot(lab: config.LabConfig, bzimage: Path, *args: object, **kwargs: object) -> None:
+        booted.append(bzimage)
+        raise Booted
+
+    monkeypatch.setattr(boot_command, "boot", boot)
+    monkeypatch.setattr(boot_command, "ensure_image", lambda lab: None)
+    lab_file = write_lab(tmp_path / "lab", {"dev": {"path": str(tree)}}, {"lab": LAB_FRAGMENT})
+    argv = ["--lab", str(lab_file), "boot", "--mbox", str(series), "--base", "dev", "--", "true"]
+    with pytest.raises(Booted):
+        cli.main(argv)
+    (bzimage,) = booted
+    (manifest,) = [p / "manifest.json" for p in bzimage.parents if (p / "manifest.json").is_file()]
+    data = json.loads(manifest.read_text())
+    assert data["kernel"] == "hello-on-dev" and len(data["patches"]) == 2
+
+
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
@@ -91,6 +119,12 @@ def test_cli_mbox_and_base_do_the_same_without_lab_yaml(
         (["build", "--mbox", "/no/such.mbox", "--base", "dev"], "no such file"),
         (["build", "--base", "dev"], "--base needs --mbox"),
         (["run", "--mbox", "{box}", "--manifest", "{box}"], "cannot go with --manifest"),
+        (["boot", "--base", "dev"], "--base needs --mbox"),
+        (
+            ["boot", "--mbox", "{box}", "--bzimage", "{box}"],
+            "cannot go with --manifest or --bzimage",
+        ),
+        (["boot", "--mbox", "{box}", "--base", "nope"], "--base 'nope': not a kernel"),
     ],
 )
 def test_cli_series_mistakes_exit_3(

@@ -8,12 +8,13 @@ import json
 import os
 import shutil
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from harness import cli
+from harness import cli, interrupt
 from harness.commands import mutate as command
 from harness.mutate.engine import RunOutcome
 from harness.mutate.workcopy import copy_root
@@ -95,13 +96,19 @@ class Runner(FakeRunner):
 
     # A class attribute: the test sets it for the runner the command will make.
     sigterm_on_call: int | None = None
+    # What harness.interrupt's flag said as the SIGTERM unwound the runner.
+    flag_after_sigterm: str | None = None
 
     def run(
         self, tree: Path, suites: Sequence[str], deadline_s: float, *, label: str
     ) -> RunOutcome:
         if self.sigterm_on_call == len(self.calls) + 1:
             self.calls.append((label, tuple(suites), (tree / FILE).read_text()))
-            os.kill(os.getpid(), signal.SIGTERM)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises long before this ends
+            finally:
+                Runner.flag_after_sigterm = interrupt.requested()
         return super().run(tree, suites, deadline_s, label=label)
 
 
@@ -157,6 +164,8 @@ def test_sigterm_mid_mutant_restores_and_the_rerun_continues(
         assert lab(lab_file, *args) == 130
     finally:
         Runner.sigterm_on_call = None
+    # harness.interrupt's handlers: the flag the SSH polling loops check was set too.
+    assert Runner.flag_after_sigterm == "SIGTERM"
     first = wired[0]
     assert first.calls[2][2] != SOURCE, "SIGTERM came while the mutant was applied"
     work = next(copy_root().glob("*/Makefile")).parent
