@@ -86,7 +86,7 @@ def up(lab: LabConfig, name: str, bzimage: Path, image: Image) -> HostVm:
     systemd = lab.model_copy(update={"vm": lab.vm.model_copy(update={"init": "systemd"})})
     machine = qemu_boot.boot(systemd, bzimage, image, folder, tether=False, reboot=True)
     try:
-        detached.save_state(machine, folder / STATE)
+        state = detached.save_state(machine, folder / STATE)
         known = keys.write_known_hosts(
             folder / KNOWN_HOSTS, machine.ssh_host, machine.ssh_port, image.host_key_line
         )
@@ -98,7 +98,7 @@ def up(lab: LabConfig, name: str, bzimage: Path, image: Image) -> HostVm:
         machine.stop()
         (folder / STATE).unlink(missing_ok=True)
         raise
-    return HostVm(name, DetachedVm.of(machine))
+    return HostVm(name, state)
 
 
 def down(name: str) -> HostVm | None:

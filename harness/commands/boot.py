@@ -17,7 +17,7 @@ from harness.image import ensure_image
 from harness.paths import cache_dir
 from harness.qemu import detached, nested
 from harness.qemu.boot import boot
-from harness.qemu.machine import Machine, discard_overlay, ssh_endpoint
+from harness.qemu.machine import Machine, discard_overlay
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -124,7 +124,7 @@ def _use(
     machine: Machine, cmd: list[str], args: argparse.Namespace, lab: LabConfig, started: float
 ) -> int:
     with machine:
-        ep = ssh_endpoint(machine)
+        ep = machine.endpoint()
         if cmd:
             code = session.run_streamed(ep, cmd, timeout_s=args.timeout)
         else:

@@ -71,7 +71,7 @@ def run_up(args: argparse.Namespace, lab: LabConfig) -> int:
     vm = hostvm.up(lab, args.name, bzimage, image)
     say(
         f"host VM {vm.name} up in {time.monotonic() - start:.0f}s "
-        f"(pid {vm.state.pid}, ssh port {vm.state.ssh_port})"
+        f"(pid {vm.state.pid}, ssh port {vm.state.endpoint.port})"
     )
     # Reach it the way the host stage will: through the lab's SSH config entry.
     target = HostTarget(name=vm.name, ssh=vm.name)
@@ -105,5 +105,5 @@ def run_down(args: argparse.Namespace, lab: LabConfig) -> int:
 
 def run_list(args: argparse.Namespace, lab: LabConfig) -> int:
     for vm in hostvm.running():
-        print(f"{vm.name}\tpid {vm.state.pid}\t127.0.0.1:{vm.state.ssh_port}\t{vm.folder}")
+        print(f"{vm.name}\tpid {vm.state.pid}\t127.0.0.1:{vm.state.endpoint.port}\t{vm.folder}")
     return 0

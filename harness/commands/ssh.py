@@ -8,7 +8,6 @@ from harness import session
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
 from harness.qemu import detached
-from harness.qemu.machine import ssh_endpoint
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,7 +28,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    ep = ssh_endpoint(state)
+    ep = state.endpoint
     if not cmd:
         return session.interactive(ep)
     code = session.run_streamed(ep, cmd, timeout_s=args.timeout)

@@ -12,24 +12,22 @@ import json
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.paths import cache_dir
 from harness.qemu import qmp
 from harness.qemu.machine import STOP_GRACE_S, Machine, discard_overlay
+from harness.remote import Endpoint
 
 
 @dataclass(frozen=True)
 class DetachedVm:
-    """What `lab boot --detach` wrote down about its VM (an SshTarget)."""
+    """What `lab boot --detach` wrote down about its VM: how to reach it over SSH, and
+    how to recognise and end its QEMU."""
 
     pid: int
-    ssh_host: str
-    ssh_port: int
-    user: str
-    client_key: Path
-    host_key_line: str
+    endpoint: Endpoint
     qmp_socket: Path
     run_dir: Path
     console_log: Path
@@ -38,11 +36,7 @@ class DetachedVm:
     def of(cls, machine: Machine) -> DetachedVm:
         return cls(
             pid=machine.proc.pid,
-            ssh_host=machine.ssh_host,
-            ssh_port=machine.ssh_port,
-            user=machine.user,
-            client_key=machine.client_key,
-            host_key_line=machine.host_key_line,
+            endpoint=machine.endpoint(),
             qmp_socket=machine.qmp_socket,
             run_dir=machine.run_dir,
             console_log=machine.console_log,
@@ -53,20 +47,36 @@ class DetachedVm:
         def text(key: str) -> str:
             return str(data[key])
 
+        endpoint = Endpoint(
+            host=text("ssh_host"),
+            port=int(text("ssh_port")),
+            user=text("user"),
+            key_file=Path(text("client_key")),
+            host_key_line=text("host_key_line"),
+        )
         return cls(
             pid=int(text("pid")),
-            ssh_host=text("ssh_host"),
-            ssh_port=int(text("ssh_port")),
-            user=text("user"),
-            client_key=Path(text("client_key")),
-            host_key_line=text("host_key_line"),
+            endpoint=endpoint,
             qmp_socket=Path(text("qmp_socket")),
             run_dir=Path(text("run_dir")),
             console_log=Path(text("console_log")),
         )
 
     def to_json(self) -> str:
-        fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        # Flat keys, as the file has always had: a state written before an upgrade
+        # still loads, and `lab stop` can still end its VM.
+        ep = self.endpoint
+        fields = {
+            "pid": self.pid,
+            "ssh_host": ep.host,
+            "ssh_port": ep.port,
+            "user": ep.user,
+            "client_key": str(ep.key_file),
+            "host_key_line": ep.host_key_line,
+            "qmp_socket": str(self.qmp_socket),
+            "run_dir": str(self.run_dir),
+            "console_log": str(self.console_log),
+        }
         return json.dumps(fields, indent=2) + "\n"
 
 
@@ -74,10 +84,11 @@ def state_file() -> Path:
     return cache_dir("vm") / "current.json"
 
 
-def save_state(machine: Machine, path: Path | None = None) -> Path:
-    path = path or state_file()
-    path.write_text(DetachedVm.of(machine).to_json())
-    return path
+def save_state(machine: Machine, path: Path | None = None) -> DetachedVm:
+    """Write down machine's state (in path, else the `lab boot --detach` file)."""
+    state = DetachedVm.of(machine)
+    (path or state_file()).write_text(state.to_json())
+    return state
 
 
 def load_state(path: Path | None = None) -> DetachedVm | None:

@@ -16,7 +16,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
 
 from harness import crash
 from harness.image import Image
@@ -52,33 +51,6 @@ def qmp_socket_path(run_dir: Path) -> Path:
 def discard_overlay(run_dir: Path) -> None:
     # The overlay only held one boot's guest writes; console.log etc. stay.
     (run_dir / OVERLAY).unlink(missing_ok=True)
-
-
-class SshTarget(Protocol):
-    """Where a lab VM's sshd is and whom to trust: a Machine, or the state a detached
-    boot left behind."""
-
-    @property
-    def ssh_host(self) -> str: ...
-    @property
-    def ssh_port(self) -> int: ...
-    @property
-    def user(self) -> str: ...
-    @property
-    def client_key(self) -> Path: ...
-    @property
-    def host_key_line(self) -> str: ...
-
-
-def ssh_endpoint(vm: SshTarget) -> Endpoint:
-    """The remote layer's endpoint for a lab VM: the lab's key, the pinned host key."""
-    return Endpoint(
-        host=vm.ssh_host,
-        port=vm.ssh_port,
-        user=vm.user,
-        key_file=vm.client_key,
-        host_key_line=vm.host_key_line,
-    )
 
 
 # What a QMP run state other than "running" means for a run, to say in its reason.
@@ -166,15 +138,6 @@ class Machine:
         self.retries: tuple[str, ...] = ()
         self._stopped = False
 
-    # The remote layer's view: where to connect and whom to trust.
-    @property
-    def client_key(self) -> Path:
-        return self.image.client_key
-
-    @property
-    def host_key_line(self) -> str:
-        return self.image.host_key_line
-
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -236,7 +199,7 @@ class Machine:
                 break
             time.sleep(POLL_S)
         if found is None and ssh_fallback and self.alive():
-            found = nested.probe(ssh_endpoint(self))
+            found = nested.probe(self.endpoint())
         if found is not None:
             self.nested_info = found
             self.nested = found.ok
@@ -267,7 +230,15 @@ class Machine:
         )
 
     def endpoint(self) -> Endpoint:
-        return ssh_endpoint(self)
+        """The remote layer's view of this VM: the lab's key, the image's pinned host
+        key, never ~/.ssh/config."""
+        return Endpoint(
+            host=self.ssh_host,
+            port=self.ssh_port,
+            user=self.user,
+            key_file=self.image.client_key,
+            host_key_line=self.image.host_key_line,
+        )
 
     def summary(self) -> str:
         text = f"{self.accel}, nested={self.nested}, boot {self.boot_seconds:.1f}s"
@@ -293,7 +264,7 @@ class Machine:
     def ssh_command(self) -> list[str]:
         """An OpenSSH command line that reaches this VM with the pinned key (for people)."""
         return [
-            "ssh", "-p", str(self.ssh_port), "-i", str(self.client_key),
+            "ssh", "-p", str(self.ssh_port), "-i", str(self.image.client_key),
             "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
             "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "StrictHostKeyChecking=yes", "-o", "PasswordAuthentication=no",

@@ -19,7 +19,7 @@ import pytest
 from harness import config, crash, image
 from harness.errors import InfraError
 from harness.qemu.boot import boot
-from harness.qemu.machine import Machine, ssh_endpoint
+from harness.qemu.machine import Machine
 from harness.remote import Remote
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def machine(
 
 
 def remote_for(m: Machine) -> Remote:
-    return Remote(ssh_endpoint(m))
+    return Remote(m.endpoint())
 
 
 def qemu_running(pid: int) -> bool:

@@ -9,7 +9,6 @@ from typing import Unpack
 
 from harness.crash import Crash, scan
 from harness.interrupt import Interrupted
-from harness.qemu.machine import ssh_endpoint
 from harness.remote import Endpoint, Ran, RunOptions
 
 # argv -> (exit code or None, stdout); None with lost=True simulates a dead VM.
@@ -119,8 +118,6 @@ def fake_build(tmp: Path, statuses: dict[str, str], driver: str | None = None) -
 
 class FakeMachine:
     def __init__(self, run_dir: Path) -> None:
-        self.ssh_host, self.ssh_port, self.user = "127.0.0.1", 10022, "root"
-        self.client_key, self.host_key_line = FakeImage.client_key, FakeImage.host_key_line
         self.console_log = run_dir / "console.log"
         self.console_log.write_text("[    0.000000] Linux version 7.3.0\n")
         self.accel, self.cpu_model, self.nested = "tcg", "max", True
@@ -151,7 +148,7 @@ class FakeMachine:
         return scan(self.console_log.read_text()) or None
 
     def endpoint(self) -> Endpoint:
-        return ssh_endpoint(self)
+        return Endpoint("127.0.0.1", 10022, "root", FakeImage.client_key, FakeImage.host_key_line)
 
     def summary(self) -> str:
         return f"{self.accel}, nested={self.nested}, boot {self.boot_seconds:.1f}s"

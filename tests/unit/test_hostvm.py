@@ -21,6 +21,7 @@ from harness import config, hostvm
 from harness.errors import UserError
 from harness.hosts import sshconfig
 from harness.qemu import boot as qemu_boot
+from harness.remote import Endpoint
 from tests.unit.fakes import FakeImage
 
 KEY_LINE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIx0gWJFWCN9TeGpTMrhOVoC9OfUCdtx8MkHelHM7Hlm"
@@ -51,9 +52,11 @@ class SleepingQemu:
             assert time.monotonic() < deadline, "the stand-in QEMU never showed its argv"
             time.sleep(0.01)
         self.ssh_host, self.ssh_port, self.user = "127.0.0.1", port, "root"
-        self.client_key = Path("/cache/keys/id_ed25519")
-        self.host_key_line = KEY_LINE
         self.stopped = False
+
+    def endpoint(self) -> Endpoint:
+        key = Path("/cache/keys/id_ed25519")
+        return Endpoint(self.ssh_host, self.ssh_port, self.user, key, KEY_LINE)
 
     def stop(self) -> None:
         self.stopped = True

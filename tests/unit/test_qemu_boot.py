@@ -96,6 +96,11 @@ def test_boot_reaches_ssh_and_stop_quits_through_qmp(fake_boot: FakeBoot, tmp_pa
         assert m.alive()
         assert m.accel == "tcg" and m.cpu_model == "max"
         assert m.ssh_host == "127.0.0.1" and m.user == "root"
+        # The one endpoint the remote layer gets: the lab key, the image's host key.
+        ep = m.endpoint()
+        assert (ep.host, ep.port, ep.user) == ("127.0.0.1", m.ssh_port, "root")
+        assert ep.key_file == tmp_path / "id" and ep.host_key_line == "ssh-ed25519 AAAA"
+        assert not ep.use_ssh_config  # the lab VM never reads ~/.ssh/config
         assert m.boot_seconds > 0
         assert m.crash() is None
         assert (tmp_path / "run" / "qemu-cmdline.txt").read_text().startswith(m.qemu_argv[0])

@@ -13,16 +13,13 @@ import pytest
 
 from harness.qemu import detached
 from harness.qemu.machine import OVERLAY
+from harness.remote import Endpoint
 
 
 def state_for(pid: int, run_dir: Path) -> detached.DetachedVm:
     return detached.DetachedVm(
         pid=pid,
-        ssh_host="127.0.0.1",
-        ssh_port=40022,
-        user="root",
-        client_key=run_dir / "lab",
-        host_key_line="ssh-ed25519 AAAA",
+        endpoint=Endpoint("127.0.0.1", 40022, "root", run_dir / "lab", "ssh-ed25519 AAAA"),
         qmp_socket=run_dir / "qmp.sock",
         run_dir=run_dir,
         console_log=run_dir / "console.log",
