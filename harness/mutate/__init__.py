@@ -11,6 +11,7 @@ classify.py   killed / survived / unknown per suite, and the scores
 engine.py     the MutantRunner protocol and the Engine: prune, baseline, run each
 labrunner.py  the real MutantRunner: `lab build --kernel <tree>` + `lab run --manifest`
 workcopy.py   the copy of the tree that mutants are written into
+notes.py      survivor notes (--notes FILE): loading, checking, what they account for
 report.py     report.md/.html, scores.json; scores()/load_scores() for the history
 """
 
