@@ -9,6 +9,8 @@ from pathlib import Path
 from harness.mutate import state as st
 from harness.mutate.classify import ANY, BOOT, Verdict
 from harness.mutate.mutants import generate
+from harness.mutate.notes import Notes
+from harness.mutate.notes import load as load_notes
 from harness.mutate.report import load_scores, render
 from harness.mutate.state import MutantRecord, MutationState, Status
 from tests.unit.mutate_fakes import FILE, SOURCE
@@ -96,3 +98,105 @@ def test_scores_json_and_load_scores(tmp_path: Path) -> None:
     assert by_suite["gmem-ioctl"]["score"] == 2 / 3
     loaded = load_scores(tmp_path)
     assert loaded["kselftests"].killed == 2 and loaded["kselftests"].survived == 2
+
+
+# --- survivor notes -----------------------------------------------------------------
+
+
+def write_notes(run_dir: Path, state: MutationState) -> Notes:
+    """Notes on the fixture's mutants: [0] killed by gmem-ioctl, survived kselftests;
+    [1] survived both; [2] killed by both; [4] stillborn."""
+    ids = [r.mutant.id for r in state.walked()]
+    path = run_dir / "notes.yaml"
+    path.write_text(
+        f"""\
+{ids[0]}:
+  status: killed-by
+  test: tests/guest/test_gmem_ioctl.py::test_big[x-1]
+  why: "checks <b>16</b> pages"
+{ids[1]}:
+  status: equivalent
+  why: |
+    extra is always 1 here
+    <script>alert(1)</script>
+{ids[2]}:
+  status: equivalent
+  why: wrong claim
+{ids[4]}:
+  status: open
+"""
+    )
+    return load_notes(path, set(state.order))
+
+
+def test_notes_beside_survivors_and_both_scores(tmp_path: Path) -> None:
+    state = make_state(tmp_path)
+    ids = [r.mutant.id for r in state.walked()]
+    notes = write_notes(tmp_path, state)
+    html, md = render(state, tmp_path, notes, kernel="linux-7.3", config="lab")
+    text = md.read_text()
+    # Raw and non-equivalent scores side by side: [1] (survived both) is argued
+    # equivalent, so each suite loses one survivor from the second score.
+    assert "| suite | killed | survived | unknown | score | argued equivalent |" in text
+    assert "| gmem-ioctl | 2 | 1 | 1 | 67% | 1 | 100% | 0 |" in text
+    assert "| kselftests | 2 | 2 | 0 | 50% | 1 | 67% | 0 |" in text
+    assert f"| **{ANY}** | 3 | 1 | 0 | 75% | 1 | 100% | 0 |" in text
+    assert (
+        "**Survivors:** 2 survivor(s): 2 accounted for (1 argued equivalent, 1 killed by a "
+        "newer test), 0 open." in text
+    )
+    # The note beside its survivor, before the diff; its text quoted, HTML escaped.
+    survivor = text.split(f"### `{ids[0]}`")[1].split("```diff")[0]
+    assert "**Note: killed by `tests/guest/test_gmem_ioctl.py::test_big[x-1]`**" in survivor
+    assert "> checks &lt;b&gt;16&lt;/b&gt; pages" in survivor
+    # The argued equivalent one is in its own section, not among the survivors.
+    survivors, rest = text.split("## Survivors")[1].split("## Argued equivalent (1)")
+    assert ids[1] not in survivors and f"### `{ids[1]}`" in rest
+    assert "> extra is always 1 here\n> &lt;script&gt;" in rest
+    # Notes the run contradicts, or on mutants that did not survive.
+    assert f"`{ids[2]}` argued equivalent, but killed by gmem-ioctl, kselftests, boot" in rest
+    assert f"`{ids[4]}` (open): the mutant is stillborn" in rest
+    page = html.read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "checks &lt;b&gt;16&lt;/b&gt; pages" in page
+    assert "<th>non-equivalent score</th>" in page
+    data = json.loads((tmp_path / "scores.json").read_text())
+    assert (data["kernel"], data["config"]) == ("linux-7.3", "lab")
+    assert data["notes"]["sha256"] == notes.sha256
+    assert data["survivors"] == {
+        "equivalent": [ids[1]],
+        "contradicted": [ids[2]],
+        "killed_by": [ids[0]],
+        "open": [],
+    }
+    by_suite = {s["suite"]: s for s in data["non_equivalent_scores"]}
+    assert by_suite["kselftests"]["score"] == 2 / 3
+
+
+def test_an_open_survivor_and_one_without_a_note(tmp_path: Path) -> None:
+    state = make_state(tmp_path)
+    ids = [r.mutant.id for r in state.walked()]
+    path = tmp_path / "notes.yaml"
+    path.write_text(f"{ids[1]}: {{status: open, why: needs a test of the fault path}}\n")
+    _, md = render(state, tmp_path, load_notes(path, set(state.order)))
+    text = md.read_text()
+    assert (
+        "2 survivor(s): 0 accounted for (0 argued equivalent, 0 killed by a newer test), 2 open"
+        in text
+    )
+    assert "**Note: open.**\n\n> needs a test of the fault path" in text
+    assert text.count("**No note:** add a test that kills it") == 1
+    assert "## Argued equivalent (0)\n" in text
+    assert "| gmem-ioctl | 2 | 1 | 1 | 67% | 0 | 67% | 1 |" in text
+
+
+def test_without_notes_every_survivor_is_open(tmp_path: Path) -> None:
+    state = make_state(tmp_path)
+    _, md = render(state, tmp_path)
+    text = md.read_text()
+    assert "**Survivors:** 2 survivor(s): 0 accounted for" in text
+    assert "no notes file: `--notes FILE`" in text
+    assert "## Argued equivalent" not in text and "No note" not in text
+    data = json.loads((tmp_path / "scores.json").read_text())
+    assert data["notes"] is None and data["non_equivalent_scores"] is None
+    assert len(data["survivors"]["open"]) == 2
