@@ -10,8 +10,9 @@ drawn) work while one writer records a run; writers take the lock up front (BEGI
 IMMEDIATE) and wait out a busy database for BUSY_TIMEOUT_S rather than failing.
 
 This module holds the schema, its migrations and the connection; beside it,
-history_record.py writes runs into it and history_query.py reads them back, both
-through Database's execute and write, never through sqlite3 itself.
+history_record.py writes runs into it and history_query.py reads them back, and
+history_mutate.py does both for `lab mutate`'s runs, all through Database's execute and
+write, never through sqlite3 itself.
 """
 
 from __future__ import annotations
@@ -128,9 +129,66 @@ def _v2(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE runs SET identity = ? WHERE pk = ?", (ident, pk))
 
 
+_V3 = """
+CREATE TABLE mutation_runs (
+    pk INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    folder TEXT NOT NULL,
+    kernel TEXT,
+    config TEXT,
+    tree TEXT NOT NULL,
+    files TEXT NOT NULL,
+    suites TEXT NOT NULL,
+    filters TEXT NOT NULL DEFAULT '{}',
+    seed INTEGER NOT NULL,
+    sample INTEGER,
+    started TEXT NOT NULL,
+    finished TEXT,
+    updated TEXT NOT NULL,
+    wall_s REAL NOT NULL DEFAULT 0,
+    complete INTEGER NOT NULL,
+    generated INTEGER NOT NULL DEFAULT 0,
+    ran INTEGER NOT NULL DEFAULT 0,
+    stillborn INTEGER NOT NULL DEFAULT 0,
+    equivalent_tce INTEGER NOT NULL DEFAULT 0,
+    duplicate INTEGER NOT NULL DEFAULT 0,
+    notes_sha256 TEXT,
+    argued_equivalent INTEGER NOT NULL DEFAULT 0,
+    killed_by INTEGER NOT NULL DEFAULT 0,
+    open_survivors INTEGER NOT NULL DEFAULT 0,
+    source_sha256 TEXT NOT NULL
+);
+CREATE INDEX mutation_runs_kernel ON mutation_runs (kernel, started);
+CREATE TABLE mutation_scores (
+    run_pk INTEGER NOT NULL REFERENCES mutation_runs (pk) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    suite TEXT NOT NULL,
+    killed INTEGER NOT NULL,
+    survived INTEGER NOT NULL,
+    unknown INTEGER NOT NULL,
+    score REAL,
+    ne_killed INTEGER NOT NULL,
+    ne_survived INTEGER NOT NULL,
+    ne_unknown INTEGER NOT NULL,
+    ne_score REAL,
+    PRIMARY KEY (run_pk, seq)
+);
+"""
+
+
+def _v3(conn: sqlite3.Connection) -> None:
+    # `lab mutate`'s runs (history_mutate.py): one row per mutation run folder (files,
+    # suites and filters as JSON lists/objects) and its scores per suite, raw and over
+    # the mutants its notes file does not argue equivalent (ne_*). A table of their
+    # own: a mutation run has no test results, verdict or identity of a runs row.
+    for statement in _V3.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # Ordered: MIGRATIONS[i] takes a database from user_version i to i + 1. Append only;
 # a released step is never edited, because databases already past it will not rerun it.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

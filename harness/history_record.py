@@ -1,6 +1,7 @@
 """Writing the run history: a run folder's summary.json becomes a runs row and its
-results rows; importing walks folders for run folders; a run named on a command line
-(a folder, a key or a run id) is resolved here, recording a folder on the way.
+results rows; importing walks folders for run folders (and `lab mutate`'s run folders,
+recorded by history_mutate.py); a run named on a command line (a folder, a key or a run
+id) is resolved here, recording a folder on the way.
 
 A run is identified by (run id, start time): matrix cells are named after the cell, so
 the same run id recurs every night, while one run's folder keeps its key wherever it
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import history_mutate
 from harness.errors import LabError, UserError
 from harness.history import Database, default_path, identity, opened
 from harness.history_query import RunRow, find_runs, run_by_pk
@@ -40,11 +42,13 @@ class Recorded:
 @dataclass
 class ImportReport:
     recorded: list[Recorded] = field(default_factory=list)
+    mutations: list[history_mutate.MutationRecorded] = field(default_factory=list)
     # (folder, why) for summary.json files that could not be read.
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
-    def count(self, status: str) -> int:
-        return sum(r.status == status for r in self.recorded)
+    def count(self, status: str, mutations: bool = False) -> int:
+        found = self.mutations if mutations else self.recorded
+        return sum(r.status == status for r in found)
 
 
 # --- recording ----------------------------------------------------------------------
@@ -228,23 +232,31 @@ def build_identity(manifest: Path) -> dict[str, Any]:
     return env
 
 
-def _summary_dirs(top: Path) -> Iterator[Path]:
-    """Folders holding a summary.json below top (top included), in name order.
+def _run_dirs(top: Path) -> Iterator[Path]:
+    """Run folders (a summary.json) and mutation run folders below top (top included),
+    in name order.
 
-    A run folder holds no other runs, so the walk stops at the first summary.json;
-    symlinks (results/latest) are not followed, so no run is visited twice.
+    A run folder holds no other runs, so the walk stops at the first summary.json; a
+    mutation run's attempts/ hold the `lab run`s of its mutants, which are not runs of
+    the kernel under test, so it stops there too. Symlinks (results/latest) are not
+    followed, so no run is visited twice.
     """
     for here, dirs, files in os.walk(top):
-        if "summary.json" in files:
+        if "summary.json" in files or history_mutate.is_mutation_dir(Path(here)):
             dirs.clear()
             yield Path(here)
             continue
         dirs[:] = sorted(d for d in dirs if not (Path(here) / d).is_symlink())
 
 
+def _summary_dirs(top: Path) -> Iterator[Path]:
+    return (d for d in _run_dirs(top) if not history_mutate.is_mutation_dir(d))
+
+
 def import_dirs(db: Database, dirs: Iterable[Path]) -> ImportReport:
     """Record every run found below the given folders (run folders, matrix folders,
-    results roots). A damaged summary.json is skipped with its reason, not fatal.
+    mutation run folders, results roots). A damaged summary.json or state.json is
+    skipped with its reason, not fatal.
 
     Raises UserError for a folder that does not exist.
     """
@@ -252,9 +264,12 @@ def import_dirs(db: Database, dirs: Iterable[Path]) -> ImportReport:
     for top in dirs:
         if not top.is_dir():
             raise UserError(f"no such folder: {top}", "pass run folders or a results root")
-        for run_dir in _summary_dirs(top):
+        for run_dir in _run_dirs(top):
             try:
-                report.recorded.append(record_run(db, run_dir))
+                if history_mutate.is_mutation_dir(run_dir):
+                    report.mutations.append(history_mutate.record_mutation(db, run_dir))
+                else:
+                    report.recorded.append(record_run(db, run_dir))
             except UserError as exc:
                 report.skipped.append((run_dir, exc.what))
     return report

@@ -1,4 +1,5 @@
-"""`lab history import DIR...` and `lab history list`: the run history's two doors.
+"""`lab history import DIR...`, `lab history list` and `lab history mutations`: the run
+history's doors.
 
 The history (results/history.sqlite) is an index over run folders, so import is how
 it is (re)built: from old results, a copied results folder, or after deleting it.
@@ -10,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import history, history_query, history_record
+from harness import history, history_mutate, history_query, history_record
 from harness.config import LabConfig
 from harness.errors import UserError
 from harness.results import EXIT_INFRA, EXIT_OK
@@ -43,8 +44,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parents=[_common()],
         help="record the runs found below folders",
         description=(
-            "Record every run folder (summary.json) found below the given folders: run "
-            "folders, matrix folders, whole results roots. Importing a run twice keeps "
+            "Record every run folder (summary.json) and mutation run folder (state.json, "
+            "from lab mutate) found below the given folders: run folders, matrix folders, "
+            "whole results roots. Importing a run twice keeps "
             "one copy. Exit 0, 2 when a summary.json could not be read, 3 for a folder "
             "that does not exist."
         ),
@@ -60,6 +62,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lst.add_argument("--cell", help="only this cell (e.g. series-lab-qemu)")
     lst.add_argument("--last", type=int, default=20, metavar="N", help="how many (default 20)")
     lst.set_defaults(func=run_list)
+    mut = actions.add_parser(
+        "mutations",
+        parents=[_common()],
+        help="lab mutate's scores per suite over time",
+        description=(
+            "The recorded mutation runs (lab mutate), oldest first: per suite the score "
+            "(killed / (killed + survived)) and, where a notes file argued survivors "
+            "equivalent, the score over the non-equivalent mutants."
+        ),
+    )
+    mut.add_argument("--kernel", help="only this kernel's runs")
+    mut.add_argument("--file", help="only runs that mutated this file (virt/kvm/guest_memfd.c)")
+    mut.add_argument("--last", type=int, default=20, metavar="N", help="how many (default 20)")
+    mut.set_defaults(func=run_mutations)
 
 
 def run_import(args: argparse.Namespace, lab: LabConfig) -> int:
@@ -68,9 +84,16 @@ def run_import(args: argparse.Namespace, lab: LabConfig) -> int:
         report = history_record.import_dirs(db, args.dirs)
     for folder, why in report.skipped:
         print(f"lab: skipped {folder}: {why}", file=sys.stderr)
+    mutations = ""
+    if report.mutations:
+        mutations = (
+            f"; {len(report.mutations)} mutation runs: {report.count('new', True)} new, "
+            f"{report.count('updated', True)} updated, {report.count('unchanged', True)} unchanged"
+        )
     print(
         f"{len(report.recorded)} runs in {db_path}: {report.count('new')} new, "
         f"{report.count('updated')} updated, {report.count('unchanged')} unchanged"
+        + mutations
         + (f"; {len(report.skipped)} skipped" if report.skipped else "")
     )
     return EXIT_INFRA if report.skipped else EXIT_OK
@@ -95,7 +118,7 @@ def run_list(args: argparse.Namespace, lab: LabConfig) -> int:
                 )
             print(
                 f"no runs recorded in {db_path}; record existing run folders with "
-                "`lab history import results/`"
+                "`lab history import results/` (lab mutate's runs: `lab history mutations`)"
             )
             return EXIT_OK
         refs = [history_query.display_ref(db, r) for r in runs]
@@ -108,5 +131,57 @@ def run_list(args: argparse.Namespace, lab: LabConfig) -> int:
             f"| {_cell(ref)} | {r.started} | {_cell(r.cell)} | {_cell(r.source)} | "
             f"{(r.config_hash or '')[:12]} | {r.verdict} | {n.get('pass', 0)} | "
             f"{n.get('fail', 0)} | {n.get('skip', 0)} | {other} |"
+        )
+    return EXIT_OK
+
+
+def _score(sc: history_mutate.Score | None) -> str:
+    """A suite's cell: the score and its counts; the non-equivalent score when it differs."""
+    if sc is None:
+        return ""
+    text = f"{sc.percent} ({sc.killed}/{sc.killed + sc.survived})"
+    if sc.ne_survived != sc.survived:
+        text += f", non-eq. {sc.ne_percent}"
+    return text
+
+
+def run_mutations(args: argparse.Namespace, lab: LabConfig) -> int:
+    if args.last < 1:
+        raise UserError(f"--last {args.last}: must be at least 1", "pass --last 1 or more")
+    db_path = history.default_path(args.results.resolve())
+    with history.opened(db_path) as db:
+        runs = history_mutate.mutation_runs(db, args.kernel, args.file, args.last)
+        known = history_mutate.kernels(db)
+    if not runs:
+        if args.kernel or args.file:
+            raise UserError(
+                f"no mutation runs of {args.kernel or 'any kernel'}"
+                + (f" mutating {args.file}" if args.file else "")
+                + f" in {db_path}",
+                f"kernels with mutation runs: {', '.join(known) or '(none)'}",
+            )
+        print(
+            f"no mutation runs recorded in {db_path}; lab mutate records its runs, and "
+            "`lab history import results/` adds existing run folders"
+        )
+        return EXIT_OK
+    # One column per suite any of these runs scored, in first-seen order (ANY last).
+    suites: list[str] = []
+    for r in runs:
+        suites += [s for s in r.scores if s not in suites and s != history_mutate.ANY]
+    suites.append(history_mutate.ANY)
+    print(
+        "| run | started | kernel | files | seed/sample | ran | "
+        + " | ".join(_cell(s) for s in suites)
+        + " | survivors: equivalent, killed-by, open |"
+    )
+    print("|---|---|---|---|---|---:|" + "---|" * len(suites) + "---|")
+    for r in runs:
+        state = "" if r.complete else " (partial)"
+        print(
+            f"| {_cell(r.name)}{state} | {r.started} | {_cell(r.kernel or '?')} | "
+            f"{_cell(', '.join(r.files))} | {r.seed}/{r.sample or 'all'} | {r.ran} | "
+            + " | ".join(_score(r.scores.get(s)) for s in suites)
+            + f" | {r.argued_equivalent}, {r.killed_by}, {r.open_survivors} |"
         )
     return EXIT_OK
