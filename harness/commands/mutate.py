@@ -5,6 +5,7 @@ stages: source -> mutants -> copy of the tree -> pristine build -> engine -> rep
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -13,13 +14,14 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from harness import interrupt, names
+from harness import history_mutate, interrupt, names
 from harness.build import load_build
 from harness.cachelock import locked
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
 from harness.kmake import build_env, kernel_make
-from harness.mutate import mutants, select
+from harness.mutate import mutants, notes, select
+from harness.mutate import state as st
 from harness.mutate.compile import ObjectBuild
 from harness.mutate.engine import DEFAULT_DEADLINE_S, Engine, open_state
 from harness.mutate.labrunner import LabRunner
@@ -106,6 +108,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the same command resumes the same run)",
     )
     parser.add_argument(
+        "--notes",
+        type=Path,
+        metavar="FILE",
+        help="survivor notes (YAML: mutant id -> status equivalent|killed-by|open, test, why) "
+        "shown beside each survivor; not part of the run's settings, so repeating a finished "
+        "run's command with new notes just renders its report again",
+    )
+    parser.add_argument(
         "--list", action="store_true", help="print the selected mutants in sampling order and stop"
     )
     parser.set_defaults(func=run)
@@ -132,6 +142,25 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     settings = {"files": sorted(files), "suites": suites, "filters": filters}
     settings |= {"sample": args.sample, "seed": args.seed}
     run_dir = (args.results or _default_run_dir(kernel, config_name, settings)).resolve()
+    # Checked before anything runs: a typo must not wait for the end of a long run.
+    survivor_notes = notes.load(args.notes, {m.id for m in candidates}) if args.notes else None
+    open_run = functools.partial(
+        open_state,
+        run_dir,
+        src.path,
+        files,
+        suites,
+        seed=args.seed,
+        sample=args.sample,
+        filters=filters,
+        candidates=candidates,
+    )
+    found = st.load(run_dir)
+    if found is not None and found.complete:
+        # Finished: nothing to copy, build or run; render it (new notes?) and record it.
+        say(f"[mutate] {run_dir} is a finished run: rendering its report")
+        _report(open_run(), run_dir, survivor_notes, kernel, config_name)
+        return 0
     work = work_copy(src)
     say(f"[mutate] {len(candidates)} mutants of {', '.join(files)}; run folder {run_dir}")
     say(f"[mutate] mutating a copy of the tree: {work}")
@@ -140,16 +169,7 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         # Ctrl-C and SIGTERM (CI cancelling the job) unwind the same way: the pristine
         # file is restored, the running lab run is stopped and the report is written.
         with interrupt.handlers(), locked(lock_path(work), f"mutation tree {work.name}"):
-            state = open_state(
-                run_dir,
-                src.path,
-                files,
-                suites,
-                seed=args.seed,
-                sample=args.sample,
-                filters=filters,
-                candidates=candidates,
-            )
+            state = open_run()
             # Before building anything: a run that died with a mutant applied left it.
             for file in Workspace(work, run_dir, state).ensure_pristine():
                 say(f"[mutate] {file}: restored the pristine file (a previous run died)")
@@ -168,10 +188,19 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
             engine.run()
     finally:
         if state is not None:
-            html, md = render(state, run_dir)
-            _print_scores(state)
-            say(f"report: {html}\n        {md}")
+            _report(state, run_dir, survivor_notes, kernel, config_name)
     return 0
+
+
+def _report(
+    state: MutationState, run_dir: Path, given: notes.Notes | None, kernel: str, config: str
+) -> None:
+    """The report and the scores, and the run in the history beside the run folder
+    (a warning, never a changed exit code, when that fails: the history is an index)."""
+    html, md = render(state, run_dir, given, kernel=kernel, config=config)
+    _print_scores(state)
+    say(f"report: {html}\n        {md}")
+    history_mutate.record_or_warn(run_dir.parent, run_dir, say)
 
 
 # --- pieces ---------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, interrupt
+from harness import cli, history, history_mutate, interrupt
 from harness.commands import mutate as command
+from harness.mutate.classify import ANY
 from harness.mutate.engine import RunOutcome
 from harness.mutate.workcopy import copy_root
 from harness.results import Outcome
@@ -149,9 +150,17 @@ def test_a_whole_run_then_the_same_command_finds_it_finished(
     assert (kernel / FILE).read_text() == SOURCE
     work = next(copy_root().glob("*/Makefile")).parent
     assert (work / FILE).read_text() == SOURCE
-    # The same command again: nothing runs twice.
+    # The run is in the history beside its folder, with its kernel and scores.
+    with history.opened(tmp_path / history.DB_NAME) as db:
+        (row,) = history_mutate.mutation_runs(db)
+    assert (row.kernel, row.config, row.complete, row.ran) == ("dev", "lab", True, 3)
+    assert list(row.scores) == ["k", "d", ANY]
+    # The same command again: a finished run is only rendered (and recorded) again; no
+    # runner, no copy of the tree, no build.
+    report_before = (results / "report.md").stat().st_mtime_ns
     assert lab(lab_file, *args) == 0
-    assert wired[-1].calls == []
+    assert len(wired) == 1
+    assert (results / "report.md").stat().st_mtime_ns != report_before
 
 
 def test_sigterm_mid_mutant_restores_and_the_rerun_continues(
@@ -174,6 +183,9 @@ def test_sigterm_mid_mutant_restores_and_the_rerun_continues(
     assert state["applied"] is None and state["complete"] is False
     assert sum(r["status"] == "done" for r in state["records"].values()) == 1
     assert "**Incomplete:**" in (results / "report.md").read_text()
+    with history.opened(tmp_path / history.DB_NAME) as db:
+        (partial,) = history_mutate.mutation_runs(db)
+    assert (partial.complete, partial.ran) == (False, 1)
 
     assert lab(lab_file, *args) == 0
     second = wired[-1]
@@ -182,3 +194,66 @@ def test_sigterm_mid_mutant_restores_and_the_rerun_continues(
     assert first.calls[1][0] not in [c[0] for c in second.calls]
     state = json.loads((results / "state.json").read_text())
     assert state["complete"] is True
+    # The resumed run's final numbers replace the partial ones: one row.
+    with history.opened(tmp_path / history.DB_NAME) as db:
+        (final,) = history_mutate.mutation_runs(db)
+    assert (final.pk, final.complete, final.ran) == (partial.pk, True, 3)
+
+
+def survivors(results: Path) -> list[str]:
+    state = json.loads((results / "state.json").read_text())
+    return [
+        mid
+        for mid, r in state["records"].items()
+        if r["status"] == "done" and "survived" in r["verdicts"].values()
+    ]
+
+
+def test_notes_re_render_the_same_finished_run(
+    lab_file: Path,
+    tmp_path: Path,
+    wired: list[Runner],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The default run folder (named by the settings hash), under tmp_path.
+    monkeypatch.setattr(command, "REPO_ROOT", tmp_path)
+    args = ["--suites", "k,d", "--sample", "3", "--seed", "2"]
+    assert lab(lab_file, *args) == 0
+    (results,) = (tmp_path / "results").glob("mutate-*")
+    alive = survivors(results)
+    assert alive, "the fixture's rules let some mutant survive"
+    notes = tmp_path / "notes.yaml"
+    notes.write_text(f"{alive[0]}: {{status: equivalent, why: 'same <object> code'}}\n")
+    capsys.readouterr()
+    assert lab(lab_file, *args, "--notes", str(notes)) == 0
+    # Same folder (notes are not a setting), nothing ran, the note is in the report.
+    assert list((tmp_path / "results").glob("mutate-*")) == [results]
+    assert len(wired) == 1
+    assert "is a finished run: rendering its report" in capsys.readouterr().err
+    text = (results / "report.md").read_text()
+    assert "## Argued equivalent (1)" in text and "> same &lt;object&gt; code" in text
+    with history.opened(tmp_path / "results" / history.DB_NAME) as db:
+        (row,) = history_mutate.mutation_runs(db)
+    assert row.argued_equivalent == 1
+
+
+def test_bad_notes_stop_before_anything_runs(
+    lab_file: Path, tmp_path: Path, wired: list[Runner], capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("000000000000: {status: equivalent, why: typo}\n")
+    results = tmp_path / "results"
+    assert lab(lab_file, "--results", str(results), "--notes", str(notes)) == 3
+    err = capsys.readouterr().err
+    assert str(notes) in err and "000000000000: no such mutant in this run" in err
+    assert wired == [] and not results.exists()
+
+
+def test_a_history_that_cannot_be_written_does_not_change_the_exit_code(
+    lab_file: Path, tmp_path: Path, wired: list[Runner], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / history.DB_NAME).mkdir()  # where the run's history would go
+    args = ["--suites", "k,d", "--sample", "2", "--results", str(tmp_path / "results")]
+    assert lab(lab_file, *args) == 0
+    assert "[history] warning: this mutation run is not in the history" in (capsys.readouterr().err)
