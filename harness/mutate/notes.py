@@ -47,7 +47,7 @@ MAX_WHY_CHARS = 4000
 _ID = re.compile(rf"[0-9a-f]{{{ID_DIGITS}}}")
 # A pytest node id: a .py path, '::' names, an optional [parameters] suffix. It is
 # shown, never opened, so this only keeps typos and control characters out.
-_TEST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./+-]*\.py(::[A-Za-z_][A-Za-z0-9_]*)+(\[[^\]\n]*\])?")
+_TEST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./+-]*\.py(::[A-Za-z_][A-Za-z0-9_]*)+(\[[^]\n`<>]*\])?")
 _FIX = "fix the notes file at the keys named (README.md, 'Mutation testing')"
 
 

@@ -61,6 +61,7 @@ def test_an_empty_file_holds_no_notes(tmp_path: Path) -> None:
         (f"{A}: {{status: killed-by}}", "status killed-by needs test:"),
         (f"{A}: {{status: open, test: '{TEST}'}}", "test: is for status killed-by, not open"),
         (f"{A}: {{status: killed-by, test: 'rm -rf /'}}", "is not a pytest node id"),
+        (f"{A}: {{status: killed-by, test: 't.py::t[`<b>`]'}}", "is not a pytest node id"),
         (f"{A}: {{status: equivalent}}", "status equivalent needs why:"),
         (f"{A}: {{status: equivalent, why: 7}}", f"{A}.why: Input should be a valid string"),
         (f"{A}: equivalent", f"{A}: Input should be a valid dictionary"),
