@@ -62,11 +62,13 @@ lint: venv ci-lint
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The CI pipelines' own checks: actionlint on the GitHub workflow (with shellcheck on
-# its run: steps) and shellcheck on the scripts both pipelines run. The GitLab
-# pipeline's structure is checked by tests/unit/test_ci.py.
+# The CI pipelines' own checks: jactionlint (actionlint's checks, plus security and
+# policy rules; settings in ci/jactionlint.yaml) on the GitHub workflow, with shellcheck
+# on its run: steps, and shellcheck on the scripts both pipelines run. The GitLab
+# pipeline's structure is checked by tests/unit/test_ci.py, its run by the CI scenario.
 ci-lint: venv
-	$(BIN)/actionlint -shellcheck $(BIN)/shellcheck ci/github-actions.yml
+	$(BIN)/jactionlint --config-file ci/jactionlint.yaml --shellcheck=$(BIN)/shellcheck \
+		--pyflakes= ci/github-actions.yml
 	$(BIN)/shellcheck -S warning ci/*.sh
 
 # pytest exits 5 when it collected nothing: that fails the target, never passes.
