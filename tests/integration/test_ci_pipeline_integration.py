@@ -298,11 +298,16 @@ def test_gitlab_pipeline_fans_out_shares_the_build_retries_and_reports(tmp: Path
     assert "attempt 3" not in ghost_log
     assert one_run(tree / "results" / GHOST_CELL)["exit_code"] == 2
     assert (tree / "retried" / "results" / GHOST_CELL / "attempt-1").is_dir()
-    # Both cells ran the one build, handed over by the build job: the patched commit.
-    for run in (qemu, one_run(tree / "results" / GHOST_CELL)):
-        env = run["environment"]
-        assert env["manifest"] == str(tree / "build" / BUILD_KEY / "manifest.json"), env
-        assert env["kernel_commit"] == patch, env
+    # Both cells had the one build the build job handed over (the patched commit): the
+    # qemu cell booted it; the ghost cell never got that far (its host stage comes
+    # first), but its KCIDB JSON is made from that build's manifest.
+    env = qemu["environment"]
+    assert env["manifest"] == str(tree / "build" / BUILD_KEY / "manifest.json"), env
+    assert env["kernel_commit"] == patch, env
+    ghost_kcidb = json.loads(
+        Path(one_run(tree / "results" / GHOST_CELL)["_dir"], "kcidb.json").read_text()
+    )
+    assert ghost_kcidb["checkouts"][0]["git_commit_hash"] == patch
 
     # The merged report: both cells, the final attempts only, one verdict, one junit.xml.
     merged = json.loads((tree / "matrix-report" / "matrix.json").read_text())
