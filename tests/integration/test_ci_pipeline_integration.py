@@ -86,7 +86,13 @@ def gitlab_ci_local() -> Path:
 
 
 def git(repo: Path, *args: str) -> str:
-    return twin_trees._git(repo, *args)
+    """git in repo, as one fixed author at a fixed date (the same commits every time)."""
+    who = {f"GIT_{r}_{k}": v for r in ("AUTHOR", "COMMITTER")
+           for k, v in (("NAME", "gmemlab ci test"), ("EMAIL", "ci-test@gmemlab"),
+                        ("DATE", "2026-01-01T00:00:00Z"))}  # fmt: skip
+    done = subprocess.run(["git", "-C", str(repo), *args], env={**os.environ, **who},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
 
 
 def kernel_repo() -> tuple[Path, str, str]:

@@ -41,6 +41,9 @@ def test_parent_plans_then_triggers_the_child_from_its_artifact() -> None:
     setup = PARENT[".gmemlab"]["before_script"]
     assert setup[-1] == 'source "$GMEMLAB_DIR/ci/setup.sh"'
     assert any("checkout --quiet --detach FETCH_HEAD" in line for line in setup)
+    # Jobs sharing a folder take the lab checkout in turns (two fetches fail on git's lock).
+    fetch = next(line for line in setup if "fetch --quiet" in line)
+    assert fetch.startswith('flock "${TMPDIR:-/tmp}/gmemlab-checkout.lock" sh -ec')
     plan = PARENT[ci.PLAN_JOB]
     assert plan["extends"] == ".gmemlab" and plan["stage"] == "gmemlab-plan"
     assert set(plan["artifacts"]["paths"]) == {"gmemlab-child.yml", "checkout.json"}
