@@ -16,7 +16,7 @@ export KERNEL CONFIG SUITES
 LAB_ARGS := $${KERNEL:+--kernel "$$KERNEL"} $${CONFIG:+--config "$$CONFIG"}
 DEPS_STAMP := .deps-installed
 
-.PHONY: help venv deps lab-test check lint ci-lint unit guest-host integration scenarios faults faults-core build image boot nightly bench clean
+.PHONY: help venv deps lab-test check lint ci-lint unit guest-host integration scenarios gitlab-ci-local faults faults-core build image boot nightly bench clean
 
 help:
 	@echo "make lab-test [KERNEL=mainline] [CONFIG=lab]   build, boot, test, report"
@@ -62,11 +62,13 @@ lint: venv ci-lint
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The CI pipelines' own checks: actionlint on the GitHub workflow (with shellcheck on
-# its run: steps) and shellcheck on the scripts both pipelines run. The GitLab
-# pipeline's structure is checked by tests/unit/test_ci.py.
+# The CI pipelines' own checks: jactionlint (actionlint's checks, plus security and
+# policy rules; settings in ci/jactionlint.yaml) on the GitHub workflow, with shellcheck
+# on its run: steps, and shellcheck on the scripts both pipelines run. The GitLab
+# pipeline's structure is checked by tests/unit/test_ci.py, its run by the CI scenario.
 ci-lint: venv
-	$(BIN)/actionlint -shellcheck $(BIN)/shellcheck ci/github-actions.yml
+	$(BIN)/jactionlint --config-file ci/jactionlint.yaml --shellcheck=$(BIN)/shellcheck \
+		--pyflakes= ci/github-actions.yml
 	$(BIN)/shellcheck -S warning ci/*.sh
 
 # pytest exits 5 when it collected nothing: that fails the target, never passes.
@@ -91,8 +93,21 @@ integration: $(DEPS_STAMP) venv
 
 # Long scenario suites: fault injection, the host VM, series from mail, A/B, bisect,
 # CI pipeline runs. Each boots many VMs and builds kernels; allow an hour or more.
-scenarios: $(DEPS_STAMP) venv
+scenarios: $(DEPS_STAMP) venv gitlab-ci-local
 	$(BIN)/pytest tests/integration -v -m scenario
+
+# gitlab-ci-local runs ci/gitlab-ci.yml on this machine for the CI pipeline scenario
+# (tests/integration/test_ci_pipeline_integration.py), installed with npm into the venv
+# (not globally). 4.73.0: the newest that starts on Node.js 20 (4.74 on uses Node 22's
+# Set methods). Without npm the scenario is skipped and says why.
+GCL_VERSION := 4.73.0
+GCL_STAMP := $(VENV)/node/.gitlab-ci-local-$(GCL_VERSION)
+gitlab-ci-local: $(GCL_STAMP)
+$(GCL_STAMP): | $(VENV)/.stamp
+	@if command -v npm >/dev/null; then \
+		npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error \
+			gitlab-ci-local@$(GCL_VERSION) && touch $@; \
+	else echo "gitlab-ci-local: no npm here (install Node.js and npm): its scenario is skipped"; fi
 
 # The fault-injection scenarios alone (interrupts, hangs, paused VM, QEMU aborts, full
 # disks, ...): about 6 minutes on 2 idle cores with the mainline build cached. The few

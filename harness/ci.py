@@ -7,8 +7,9 @@
 - The GitLab child pipeline of a matrix: `gitlab_child` turns `lab matrix NAME --list`
   into one build job per build key, one job per cell needing its build, and a report
   job (GitLab's parallel:matrix is static, so the fan-out is generated).
-- `retry`: run a command, once more if it exits 2 (infrastructure), for CIs without a
-  retry-on-exit-code rule (GitHub Actions).
+- `retry`: run a command, once more if it exits 2 (infrastructure). Both CIs' build and
+  cell jobs run their step under it (GitLab's own `retry:` is left to runner failures),
+  so the rule is one code path, and the failed attempt's results stay as evidence.
 - `checkout_info`: the tree's commit and its merge base with the target branch.
 """
 
@@ -41,6 +42,14 @@ CHECKOUT = "$CI_PROJECT_DIR"
 CACHED = ("ccache", "images", "keys", "git")
 # GitLab refuses more than 50 entries in one job's needs:.
 GITLAB_MAX_NEEDS = 50
+# The parent pipeline's plan job (ci/gitlab-ci.yml). No ':' in the name: gitlab-ci-local
+# looks for a trigger's artifact include under the raw job name but stores artifacts under
+# an escaped one, so a child included from `gmemlab:plan` is never found there.
+PLAN_JOB = "gmemlab-plan"
+# Exit 2 is retried inside the job (`lab ci retry`, as on GitHub); GitLab's own retry is
+# kept for a runner that died, which a retry on the same runner cannot help. No
+# exit_codes here: GitLab retries when *either* matches, so [2] would retry a second time.
+GITLAB_RETRY = {"max": 1, "when": ["runner_system_failure"]}
 
 
 # --- builds as artifacts -------------------------------------------------------------
@@ -189,7 +198,6 @@ def gitlab_child(
         ],
         "when": "always",
     }
-    retry = {"max": 1, "exit_codes": [EXIT_INFRA]}
     for build in builds_of(entries):
         kernel = CHECKOUT if checkout_label else build["kernel"]
         child[_job_name("build", build["build_key"])] = {
@@ -200,9 +208,9 @@ def gitlab_child(
                 "GMEMLAB_CONFIG": build["config"],
                 "GMEMLAB_BUILD_KEY": build["build_key"],
             },
-            "script": ['bash "$GMEMLAB_DIR/ci/build.sh"'],
+            "script": ['"$LAB" ci retry -- bash "$GMEMLAB_DIR/ci/build.sh"'],
             "cache": {**cache, "policy": "pull-push"},
-            "retry": retry,
+            "retry": GITLAB_RETRY,
             "artifacts": {
                 "when": "on_success",
                 "expire_in": "3 days",
@@ -218,7 +226,7 @@ def gitlab_child(
             "stage": "test",
             "needs": [
                 {"job": _job_name("build", e.build_key), "artifacts": True},
-                {"pipeline": "$PARENT_PIPELINE_ID", "job": "gmemlab:plan"},
+                {"pipeline": "$PARENT_PIPELINE_ID", "job": PLAN_JOB},
             ],
             "variables": {
                 "GMEMLAB_CELL": e.cell,
@@ -226,13 +234,17 @@ def gitlab_child(
                 "GMEMLAB_SUITES": ",".join(e.suites),
                 "GMEMLAB_TARGET": e.target,
             },
-            "script": ['bash "$GMEMLAB_DIR/ci/cell.sh"'],
+            "script": [
+                '"$LAB" ci retry --set-aside "results/$GMEMLAB_CELL" -- '
+                'bash "$GMEMLAB_DIR/ci/cell.sh"'
+            ],
             "cache": {**cache, "policy": "pull-push"},
-            "retry": retry,
+            "retry": GITLAB_RETRY,
             "artifacts": {
                 "when": "always",
                 "expire_in": "30 days",
-                "paths": [f"results/{e.cell}/"],
+                # retried/: a failed attempt set aside by `lab ci retry` (evidence).
+                "paths": [f"results/{e.cell}/", f"retried/results/{e.cell}/"],
                 "reports": {"junit": f"results/{e.cell}/*/junit.xml"},
             },
         }
@@ -254,7 +266,7 @@ def gitlab_child(
     }
     if len(cells) + 1 <= GITLAB_MAX_NEEDS:
         needs: list[dict[str, Any]] = [{"job": c, "artifacts": True} for c in cells]
-        report["needs"] = [*needs, {"pipeline": "$PARENT_PIPELINE_ID", "job": "gmemlab:plan"}]
+        report["needs"] = [*needs, {"pipeline": "$PARENT_PIPELINE_ID", "job": PLAN_JOB}]
     child["matrix-report"] = report
     return child
 
@@ -283,8 +295,10 @@ def retry(
     runner: Callable[[Sequence[str]], int] | None = None,
 ) -> int:
     """Run cmd; on exit 2 (infrastructure) run it again, up to max_retries times. The
-    failed attempt's results (set_aside) move to retried/attempt-N/ beside it, so a
-    merged report counts the final attempt only, and the failed one stays as evidence."""
+    failed attempt's results (set_aside, e.g. results/<cell>) move to
+    retried/results/<cell>/attempt-N beside the results folder: out of what `lab
+    matrix-report results` merges, so the merged report counts the final attempt only,
+    and the failed one stays as evidence. Each attempt's exit code is said on stderr."""
     if not cmd:
         raise UserError("no command to run", "lab ci retry -- CMD ARGS...")
     run = runner or (lambda argv: subprocess.run(list(argv), check=False).returncode)
@@ -292,12 +306,14 @@ def retry(
     while True:
         attempt += 1
         code = run(cmd)
+        _say(f"attempt {attempt} exited {code}")
         if code != EXIT_INFRA or attempt > max_retries:
             break
         _say(f"attempt {attempt} ended in an infrastructure error (exit 2): retrying")
         _annotate("warning", f"infrastructure error (exit 2) on attempt {attempt}; retried")
         if set_aside is not None and set_aside.exists():
-            keep = set_aside.parent / "retried" / set_aside.name / f"attempt-{attempt}"
+            top = set_aside.parent
+            keep = top.parent / "retried" / top.name / set_aside.name / f"attempt-{attempt}"
             keep.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(set_aside), str(keep))
     if code == 1:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kcidb_io import schema as kcidb_schema
 
 from harness.paths import REPO_ROOT
 from tests.integration.labcli import LAB, lab, lab_yaml, summary, write_lab
@@ -57,6 +58,19 @@ def test_full_run_on_mainline(short_tmp: Path) -> None:
     assert s["environment"]["accelerator"] and s["harness_overhead_s"] is not None
     assert (results / "latest" / "report.html").is_file()
     assert "verdict:" in done.stderr
+    # The real run as KCIDB JSON (issue 12): `lab export kcidb` validates before it
+    # writes; kcidb-io validates the file again here, on its own.
+    kcidb_json, root = tmp_path / "kcidb.json", "https://ci.example.org/artifacts/run"
+    exported = lab("export", "kcidb", str((results / "latest").resolve()),
+                   "--artifact-root", root, "-o", str(kcidb_json))  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    document = json.loads(kcidb_json.read_text())
+    kcidb_schema.V5_3.validate(document)
+    tests = document["tests"]
+    assert len(tests) == len([r for r in s["results"] if r["suite"] != "build"]) > 0
+    assert {t["status"] for t in tests} >= {"PASS", "SKIP"}, {t["status"] for t in tests}
+    assert all(t["output_files"][0]["url"].startswith(f"{root}/") for t in tests)
+    assert document["builds"][0]["status"] == "PASS", document["builds"]
 
 
 def test_injected_failure_exits_1(short_tmp: Path, manifest: Path) -> None:

@@ -41,17 +41,18 @@ def test_parent_plans_then_triggers_the_child_from_its_artifact() -> None:
     setup = PARENT[".gmemlab"]["before_script"]
     assert setup[-1] == 'source "$GMEMLAB_DIR/ci/setup.sh"'
     assert any("checkout --quiet --detach FETCH_HEAD" in line for line in setup)
-    plan = PARENT["gmemlab:plan"]
+    # Jobs sharing a folder take the lab checkout in turns (two fetches fail on git's lock).
+    fetch = next(line for line in setup if "fetch --quiet" in line)
+    assert fetch.startswith('flock "${TMPDIR:-/tmp}/gmemlab-checkout.lock" sh -ec')
+    plan = PARENT[ci.PLAN_JOB]
     assert plan["extends"] == ".gmemlab" and plan["stage"] == "gmemlab-plan"
     assert set(plan["artifacts"]["paths"]) == {"gmemlab-child.yml", "checkout.json"}
     script = "\n".join(plan["script"])
     assert "ci gitlab-child" in script and "> gmemlab-child.yml" in script
     assert "CI_MERGE_REQUEST_DIFF_BASE_SHA" in script  # the merge base is recorded
-    trigger = PARENT["gmemlab:matrix"]
-    assert trigger["needs"] == ["gmemlab:plan"]
-    assert trigger["trigger"]["include"] == [
-        {"artifact": "gmemlab-child.yml", "job": "gmemlab:plan"}
-    ]
+    trigger = PARENT["gmemlab-matrix"]
+    assert trigger["needs"] == [ci.PLAN_JOB] == ["gmemlab-plan"]
+    assert trigger["trigger"]["include"] == [{"artifact": "gmemlab-child.yml", "job": ci.PLAN_JOB}]
     assert trigger["trigger"]["strategy"] == "depend"  # the parent shows the child's verdict
     assert trigger["variables"]["PARENT_PIPELINE_ID"] == "$CI_PIPELINE_ID"
     for name, job in jobs(PARENT).items():
@@ -82,15 +83,24 @@ def test_child_fans_out_one_build_per_key_and_one_job_per_cell() -> None:
         assert name == f"cell:{cell}"
         build_job = f"build:{job['variables']['GMEMLAB_BUILD_KEY']}"
         assert {"job": build_job, "artifacts": True} in job["needs"]
-        assert {"pipeline": "$PARENT_PIPELINE_ID", "job": "gmemlab:plan"} in job["needs"]
+        assert {"pipeline": "$PARENT_PIPELINE_ID", "job": ci.PLAN_JOB} in job["needs"]
         assert job["artifacts"]["when"] == "always"
         assert job["artifacts"]["reports"]["junit"] == f"results/{cell}/*/junit.xml"
         assert job["variables"]["GMEMLAB_SUITES"] == ",".join(LAB.defaults.suites)
         assert job["variables"]["GMEMLAB_TARGET"] == cell.rsplit("-", 1)[1]
+    for name, job in cells.items():
+        assert job["script"] == [
+            '"$LAB" ci retry --set-aside "results/$GMEMLAB_CELL" -- bash "$GMEMLAB_DIR/ci/cell.sh"'
+        ], name
+        cell = job["variables"]["GMEMLAB_CELL"]
+        assert job["artifacts"]["paths"] == [f"results/{cell}/", f"retried/results/{cell}/"]
+    for job in builds.values():
+        assert job["script"] == ['"$LAB" ci retry -- bash "$GMEMLAB_DIR/ci/build.sh"']
     for job in [*builds.values(), *cells.values()]:
-        # Exit 2 only: GitLab retries when *either* retry:when or exit_codes matches, so
-        # adding `when: script_failure` would retry test failures (exit 1) too.
-        assert job["retry"] == {"max": 1, "exit_codes": [2]}
+        # Exit 2 is retried once inside the job (`lab ci retry`); GitLab retries only a
+        # lost runner. An exit_codes: [2] here would retry a second time (GitLab retries
+        # when *either* when: or exit_codes matches).
+        assert job["retry"] == {"max": 1, "when": ["runner_system_failure"]}
         assert job["cache"]["key"] == f"gmemlab-{ci.cache_key(LAB.root)}"
         assert all(p.startswith(".lab-cache/") for p in job["cache"]["paths"])
     report = all_jobs["matrix-report"]
@@ -235,7 +245,9 @@ def test_retry_reruns_exit_2_once_and_sets_the_failed_attempt_aside(
     run, calls = scripted([2, 0])
     assert ci.retry(["lab", "run"], set_aside=results, runner=run) == 0
     assert len(calls) == 2
-    assert (tmp_path / "results" / "retried" / "c" / "attempt-1" / "run1").is_dir()
+    # Beside results/, not in it: `lab matrix-report results` never counts the failed attempt.
+    assert (tmp_path / "retried" / "results" / "c" / "attempt-1" / "run1").is_dir()
+    assert not (tmp_path / "results" / "c").exists()
     assert "::warning title=gmemlab::infrastructure error (exit 2)" in capsys.readouterr().out
     for codes, final, n in (([1], 1, 1), ([3], 3, 1), ([2, 2], 2, 2), ([0], 0, 1)):
         run, calls = scripted(list(codes))
