@@ -13,7 +13,7 @@ from gmemsuite import (
     require_vm_type,
     set_private,
 )
-from kvm import api, child, uapi
+from kvm import api, child, libc, uapi
 from kvm.guest import DATA_GPA, MiniGuest
 from kvm.libc import Mapping
 from kvm.probe import Features
@@ -63,6 +63,38 @@ def test_guest_memfd_guest(features: Features, guest_factory) -> None:  # type: 
         assert Mapping(size, fd=fd).read(0, size) == b"\xff" * size, "host must see guest's 0xff"
 
     child.expect_ok("host reads the guest's writes", host_sees_ff)
+
+
+def test_guest_sees_each_page_and_punched_holes(features: Features, guest_factory) -> None:  # type: ignore[no-untyped-def]
+    """A slot bound at a guest_memfd offset maps each gfn to its own page, and a hole the
+    host punches reaches the guest.
+
+    kvm_gmem_get_pfn() turns the gfn into a file index and folio_file_pfn() into the pfn
+    of that page; an index rounding bug (mutant 00ac80edc2bf: `& (nr_pages / 1)`) shifts
+    every odd page to the next pfn. Punching a hole must zap the guest's mapping of the
+    range: __kvm_gmem_invalidate_start() computes the gfns from the slot's file offset,
+    and with offset >= the slot's size a wrong bound (788795897397: `pgoff - npages`)
+    zaps nothing, so the guest keeps reading the freed page.
+    """
+    flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
+    require_gmem_flags(features, uapi.KVM_X86_DEFAULT_VM, flags)
+    vm, guest = guest_factory()
+    pages = 4
+    fd = vm.create_guest_memfd(pages * PAGE, flags)
+    # Bound at file pages 2..3: file offset (2 pages) >= slot size (2 pages).
+    vm.set_region(1, DATA_GPA, 2 * PAGE, guest_memfd=fd, guest_memfd_offset=2 * PAGE)
+
+    def fill_each_page() -> None:
+        mem = Mapping(pages * PAGE, fd=fd)
+        for i in range(pages):
+            mem.fill(i * PAGE, PAGE, 0x10 + i)
+
+    child.expect_ok("host fills page i with 0x10 + i", fill_each_page)
+    assert guest.read(DATA_GPA) == 0x12, "guest page 0 is not file page 2"
+    assert guest.read(DATA_GPA + PAGE) == 0x13, "guest page 1 is not file page 3"
+    libc.punch_hole(fd, 3 * PAGE, PAGE)
+    assert guest.read(DATA_GPA + PAGE) == 0, "guest still reads the page the host punched out"
+    assert guest.read(DATA_GPA) == 0x12, "the hole reached a page outside it"
 
 
 def test_guest_private_mem(features: Features, guest_factory) -> None:  # type: ignore[no-untyped-def]

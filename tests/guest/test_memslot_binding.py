@@ -119,6 +119,52 @@ def test_binding_not_a_gmem_fd(vm: api.Vm) -> None:
     _expect_errno(errno.EBADF, "closed fd", lambda: _bind(vm, 1, GPA, SIZE, 1 << 20))
 
 
+def _expect_overlap_refused(what: str, fn: Callable[[], None]) -> None:
+    # EEXIST since 7.3 (kvm_gmem_commit_memory_region), EINVAL before: see
+    # test_binding_overlapping_gmem_range. Accepting the binding is the bug.
+    try:
+        fn()
+    except OSError as exc:
+        assert exc.errno in (errno.EEXIST, errno.EINVAL), f"{what}: {exc}"
+    else:
+        raise AssertionError(f"{what}: accepted, expected EEXIST")
+
+
+def test_unbind_releases_only_its_range(vm: api.Vm) -> None:
+    """Deleting a slot releases its guest_memfd range and nothing beyond it.
+
+    kvm_gmem_unbind() clears the file's bindings over [start, end - 1]. Clearing past
+    the end (mutant d6a57adecd8e: `end - -1`) silently unbinds the neighbouring slot's
+    pages, so a third slot may bind over them; clearing too little (c1a4f6d721fa:
+    `end % 1`) leaves stale pointers to the deleted slot and the range never binds again.
+    """
+    fd = vm.create_guest_memfd(SIZE)
+    _bind(vm, 1, GPA, 2 * PAGE, fd, 0)
+    _bind(vm, 2, GPA + 2 * PAGE, 2 * PAGE, fd, 2 * PAGE)
+    vm.delete_region(1)
+    _expect_overlap_refused(
+        "a slot over the remaining slot's first page",
+        lambda: _bind(vm, 3, GPA + SIZE, PAGE, fd, 2 * PAGE),
+    )
+    _bind(vm, 3, GPA + SIZE, 2 * PAGE, fd, 0)  # the released range binds again
+
+
+def test_punch_hole_beside_a_binding(vm: api.Vm) -> None:
+    """A hole punched just below a bound range leaves the VM working.
+
+    kvm_gmem_punch_hole() brackets the truncation with invalidate_start() and
+    invalidate_end(), each looking for bindings in [start, end - 1]: they must agree.
+    An end that looks one page further (mutant 984f872d08d0: `end / 1`) ends an
+    invalidation that never began; mmu_invalidate_in_progress goes negative and
+    KVM_BUG_ON kills the VM (a WARN in dmesg, EIO from every later VM ioctl).
+    """
+    fd = vm.create_guest_memfd(SIZE)
+    _bind(vm, 1, GPA + 2 * PAGE, 2 * PAGE, fd, 2 * PAGE)
+    libc.fallocate(fd, libc.FALLOC_FL_KEEP_SIZE, 0, SIZE)
+    libc.punch_hole(fd, 0, 2 * PAGE)
+    _bind(vm, 2, GPA, 2 * PAGE, fd, 0)  # a dead VM answers EIO here
+
+
 @pytest.mark.parametrize(
     "extra", [uapi.KVM_MEM_LOG_DIRTY_PAGES, uapi.KVM_MEM_READONLY], ids=["dirty_log", "readonly"]
 )
