@@ -19,6 +19,8 @@ from harness.remote import Remote
 from harness.results import Outcome, Recorder
 from harness.targets import BootedTarget, BuiltKernel
 
+CLEAR_WARN_ONCE = "echo 1 > /sys/kernel/debug/clear_warn_once 2>/dev/null || true"
+
 
 @dataclass
 class CellRun:
@@ -51,6 +53,18 @@ class CellRun:
         assert self.remote is not None
         ran = self.remote.run(["dmesg"], timeout_s=60)
         return ran.stdout if ran.exit_code == 0 and not ran.lost else None
+
+    def rearm_warn_once(self) -> None:
+        """Re-arm the kernel's WARN_ON_ONCE/printk_once flags before a suite.
+
+        A *_ONCE warning fires once per boot: without this, the suite that happens to run
+        first takes every such warning and a later suite hitting the same bug passes
+        clean (`lab mutate` would credit the kill to whichever suite ran first). Writing
+        debugfs's clear_warn_once (Linux 4.15+) makes each suite's dmesg bracket see its
+        own warnings. Best effort: no debugfs, no re-arming, the bracket works as before.
+        """
+        assert self.remote is not None
+        self.remote.run(["sh", "-c", CLEAR_WARN_ONCE], timeout_s=30)
 
     def on_lost(self) -> tuple[Outcome, str, str]:
         """SSH died: let the target finish dying, then ask the console what happened.

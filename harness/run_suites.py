@@ -60,6 +60,7 @@ def _one_suite(cr: CellRun, name: str, spec: SuiteSpec) -> suites.SuiteRun:
     sdir = rec.suite_dir(name)
     start = time.monotonic()
     try:
+        cr.rearm_warn_once()
         before = cr.dmesg()
     except KeyboardInterrupt as exc:
         _interrupted_between(rec, name, spec, exc, start)

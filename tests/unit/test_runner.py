@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from harness import build, config, image, run_stages, runner
+from harness.cellrun import CLEAR_WARN_ONCE
 from harness.config import LabConfig, SuiteSpec
 from harness.errors import Finding, TreeError
 from harness.qemu import boot as qemu_boot
@@ -108,6 +109,38 @@ def test_new_warning_fails_a_passing_suite(tmp_path: Path, monkeypatch: pytest.M
     assert dmesg and dmesg[0].outcome is Outcome.FAIL and "guest_memfd.c:412" in dmesg[0].excerpt
     assert s.suites["ks"]["outcome"] == "fail"
     assert "guest_memfd.c:412" in (run_dir / "report.md").read_text()
+
+
+def test_warn_once_is_rearmed_before_each_suite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A WARN_ON_ONCE the first suite set off must be able to fire again in the next
+    # one: each suite's dmesg snapshot follows a write to clear_warn_once.
+    calls: list[list[str]] = []
+
+    suites = {
+        "a": SuiteSpec(kind="command", argv=["true"]),
+        "b": SuiteSpec(kind="command", argv=["true"]),
+    }
+    h = Harness(tmp_path, monkeypatch, dmesg_then(lambda a: Reply(0), [BEFORE]))
+    original = h.remote.run
+
+    def recording_run(argv: list[str], **kw: Any) -> Any:
+        calls.append(list(argv))
+        return original(argv, **kw)
+
+    monkeypatch.setattr(h.remote, "run", recording_run)
+    code, _, _ = h.run(lab_with(tmp_path, suites), ("a", "b"))
+    assert code == 0
+    rearm = ["sh", "-c", CLEAR_WARN_ONCE]
+    suite_starts = [i for i, argv in enumerate(calls) if argv in (["true"],)]
+    assert len(suite_starts) == 2
+    for start in suite_starts:
+        before = calls[:start]
+        assert before[-1] == ["dmesg"] and rearm in before, calls
+        assert max(i for i, a in enumerate(before) if a == rearm) > max(
+            (i for i, a in enumerate(before[:-1]) if a == ["true"]), default=-1
+        ), calls
 
 
 def test_warning_while_booting_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
