@@ -66,3 +66,13 @@ def narrow(lab: LabConfig, sel: Selection, *, only: bool = False) -> LabConfig:
             )
     suites = {sel.suite: spec} if only else {**lab.suites, sel.suite: spec}
     return lab.model_copy(update={"suites": suites})
+
+
+def cap_timeouts(lab: LabConfig, seconds: int) -> LabConfig:
+    """The lab with every suite's timeout_s at most `seconds` (`lab run --suite-timeout`:
+    a mutant that hangs the guest should cost minutes, not the suite's full budget)."""
+    capped = {
+        name: spec.model_copy(update={"timeout_s": min(spec.timeout_s, seconds)})
+        for name, spec in lab.suites.items()
+    }
+    return lab.model_copy(update={"suites": capped})

@@ -101,6 +101,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"per mutant: build, boot and suites (default {DEFAULT_DEADLINE_S:.0f})",
     )
     parser.add_argument(
+        "--suite-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="cap each suite's timeout_s (lab run --suite-timeout): a mutant that hangs the "
+        "guest is killed by a timeout after SECONDS instead of lab.yaml's budget",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         metavar="DIR",
@@ -141,6 +148,11 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         return 0
     settings = {"files": sorted(files), "suites": suites, "filters": filters}
     settings |= {"sample": args.sample, "seed": args.seed}
+    if args.suite_timeout is not None:
+        if args.suite_timeout < 1:
+            raise UserError("--suite-timeout must be at least 1", "pass --suite-timeout SECONDS")
+        # A timeout decides verdicts (a slow suite is a kill): another cap, another run.
+        settings["suite_timeout"] = args.suite_timeout
     run_dir = (args.results or _default_run_dir(kernel, config_name, settings)).resolve()
     # Checked before anything runs: a typo must not wait for the end of a long run.
     survivor_notes = notes.load(args.notes, {m.id for m in candidates}) if args.notes else None
@@ -173,7 +185,12 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
             # Before building anything: a run that died with a mutant applied left it.
             for file in Workspace(work, run_dir, state).ensure_pristine():
                 say(f"[mutate] {file}: restored the pristine file (a previous run died)")
-            runner = LabRunner(config=config_name, out_dir=run_dir / "attempts", lab_file=args.lab)
+            runner = LabRunner(
+                config=config_name,
+                out_dir=run_dir / "attempts",
+                lab_file=args.lab,
+                suite_timeout_s=args.suite_timeout,
+            )
             compiler = _object_build(runner, work, run_dir, args.deadline)
             engine = Engine(
                 state,

@@ -31,6 +31,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a kernel name from lab.yaml or the path of a kernel tree (default: defaults.kernel)",
     )
     parser.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
+    parser.add_argument(
+        "--suite-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="cap every suite's timeout_s from lab.yaml at SECONDS (lab mutate uses it: a "
+        "mutant that hangs the guest then costs minutes)",
+    )
     add_series_arguments(parser)
     parser.add_argument(
         "--suites",
@@ -126,6 +133,13 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
         if sel.test is not None:
             lab = selection.narrow(lab, sel)
     names = tuple(dict.fromkeys(sel.suite for sel in picked))
+    if args.suite_timeout is not None:
+        if args.suite_timeout < 1:
+            raise UserError(
+                f"--suite-timeout {args.suite_timeout}: must be at least 1 second",
+                "pass --suite-timeout SECONDS with SECONDS >= 1",
+            )
+        lab = selection.cap_timeouts(lab, args.suite_timeout)
     if args.wait < 0:
         raise UserError(f"--wait {args.wait}: must be 0 or more seconds", "pass --wait 0 or more")
     for path in (args.manifest, args.bzimage):

@@ -48,10 +48,13 @@ class LabRunner:
         lab_file: Path | None = None,
         lab_argv: Sequence[str] = (sys.executable, "-m", "harness.cli"),
         grace_s: float = GRACE_S,
+        suite_timeout_s: int | None = None,
     ) -> None:
         self.config, self.out_dir = config, out_dir
         self.lab_argv = [*lab_argv, *(["--lab", str(lab_file)] if lab_file else [])]
         self.grace_s = grace_s
+        # Passed on as `lab run --suite-timeout`: a hung guest costs this, not lab.yaml's.
+        self.suite_timeout_s = suite_timeout_s
 
     # --- the two lab commands -----------------------------------------------------------
 
@@ -107,6 +110,8 @@ class LabRunner:
             "--results",
             str(results),
         ]
+        if self.suite_timeout_s is not None:
+            argv += ["--suite-timeout", str(self.suite_timeout_s)]
         code = self.call(argv, folder / "run.out", folder / "run.err", left)
         summary = results / "latest"
         self._timing(folder, label, start, summary)

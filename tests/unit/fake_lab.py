@@ -83,9 +83,13 @@ def main() -> int:
     r.add_argument("--manifest", type=Path)
     r.add_argument("--suites")
     r.add_argument("--results", type=Path)
+    r.add_argument("--suite-timeout", type=int)
     args = parser.parse_args()
     if args.command == "build":
         return build(args.kernel)
+    if args.suite_timeout is not None:  # what the runner passed on, for the test to see
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "suite-timeout.txt").write_text(f"{args.suite_timeout}\n")
     return run(args.manifest, args.suites.split(","), args.results, args.kernel)
 
 

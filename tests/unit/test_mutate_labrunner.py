@@ -57,6 +57,18 @@ def test_results_per_suite_from_summary(runner: LabRunner, tree: Path) -> None:
     assert (runner.out_dir / "abc123-1" / "2" / "results").is_dir()
 
 
+def test_the_suite_timeout_cap_reaches_lab_run(tmp_path: Path, tree: Path) -> None:
+    capped = LabRunner(
+        config="lab",
+        out_dir=tmp_path / "capped",
+        lab_argv=(sys.executable, str(FAKE_LAB)),
+        suite_timeout_s=90,
+    )
+    assert isinstance(capped.run(tree, ["gmem-ioctl"], 60, label="cap-1"), dict)
+    sent = capped.out_dir / "cap-1" / "1" / "results" / "suite-timeout.txt"
+    assert sent.read_text() == "90\n"
+
+
 def test_a_link_error_is_broken_and_a_full_disk_is_infrastructure(
     runner: LabRunner, tree: Path
 ) -> None:

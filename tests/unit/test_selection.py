@@ -34,6 +34,15 @@ def test_narrow_a_pytest_suite_to_a_node_id() -> None:
     assert set(only.suites) == {"gmem-ioctl"}
 
 
+def test_cap_timeouts_lowers_only_the_longer_budgets() -> None:
+    lab = config.load()
+    capped = selection.cap_timeouts(lab, 120)
+    for name, spec in lab.suites.items():
+        assert capped.suites[name].timeout_s == min(spec.timeout_s, 120)
+    assert max(s.timeout_s for s in lab.suites.values()) > 120  # the cap did something
+    assert selection.cap_timeouts(lab, 10**6).suites == lab.suites
+
+
 def test_a_k_expression_and_the_whole_suite() -> None:
     spec = SuiteSpec(kind="pytest", path="tests/guest", tests=["reserved_ignored"])
     assert targets(spec) == ["tests/guest", "-k", "(reserved_ignored)"]
