@@ -23,12 +23,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from harness import buildlog
-from harness.mutate.classify import BOOT
-from harness.mutate.engine import Broken, InfraFailure, RunOutcome
+from harness.mutate.classify import BOOT, KILLING
+from harness.mutate.engine import Broken, InfraFailure, RunOutcome, SuiteResults
 from harness.proc import kill_group
 from harness.results import Outcome, TestResult, load_summary
 
@@ -116,6 +116,9 @@ class LabRunner:
         summary = results / "latest"
         self._timing(folder, label, start, summary)
         if code is None:
+            partial = _decided_before_deadline(summary)
+            if partial is not None:
+                return partial
             return InfraFailure(f"lab run outlived the deadline ({deadline_s:.0f}s)", "deadline")
         if not (summary / "summary.json").is_file():
             err = _lab_error(_read(folder / "run.err"))
@@ -210,3 +213,22 @@ def _lab_error(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     said = [ln for ln in lines if ln.startswith("lab: ")]
     return (said or lines or ["(no output)"])[-1][:300]
+
+
+def _decided_before_deadline(summary: Path) -> SuiteResults | None:
+    """What a run cut short by the deadline already decided, or None.
+
+    lab run writes its summary on SIGTERM. A mutant that wedges the guest times out one
+    test after another (each kselftest waits out its own timeout), so the deadline
+    often ends a run in which some tests already failed or timed out: those kills are
+    verdicts, and throwing them away would make the mutant "unknown" after a retry that
+    hangs the same way. The suites with nothing decided stay undecided (their rows
+    missing), so the engine retries just those.
+    """
+    if not (summary / "summary.json").is_file():
+        return None
+    found = outcome_from_summary(summary)
+    if not isinstance(found, Mapping):
+        return None
+    killing = any(r.outcome in KILLING for rows in found.values() for r in rows)
+    return found if killing else None

@@ -103,6 +103,17 @@ def test_the_deadline_stops_lab_run_with_sigterm(runner: LabRunner, tree: Path) 
     assert (tree.parent / "got-sigterm").read_text() == "yes\n"
 
 
+def test_kills_decided_before_the_deadline_are_kept(runner: LabRunner, tree: Path) -> None:
+    # The guest wedged: gmem-ioctl timed out, kselftests hangs until the deadline. The
+    # timeout is a verdict; only kselftests is left undecided (no rows: retried).
+    (tree / "MODE").write_text("timeout-then-hang\n")
+    got = runner.run(tree, ["gmem-ioctl", "kselftests"], 4, label="m-1")
+    assert isinstance(got, dict), got
+    assert [r.outcome for r in got["gmem-ioctl"]] == [Outcome.TIMEOUT]
+    assert not got.get("kselftests")
+    assert (tree.parent / "got-sigterm").read_text() == "yes\n"
+
+
 def test_a_build_past_the_deadline_is_infrastructure(runner: LabRunner, tree: Path) -> None:
     (tree / "MODE").write_text("hang-build\n")
     got = runner.run(tree, ["gmem-ioctl"], 2, label="m-1")
