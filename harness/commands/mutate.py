@@ -382,7 +382,7 @@ def _default_run_dir(kernel: str, config_name: str, settings: dict[str, Any]) ->
 
 def _object_build(runner: LabRunner, work: Path, run_dir: Path, deadline_s: float) -> ObjectBuild:
     """Build the pristine copy (`lab build`), then compile single objects like it did."""
-    say("[mutate] building the pristine copy (the first time: a full kernel build)")
+    say("[mutate] building the pristine copy (in full the first time, else incrementally)")
     built = runner.build(work, max(deadline_s, PRISTINE_BUILD_S), run_dir / "pristine-build")
     if not isinstance(built, Path):
         raise InfraError(
