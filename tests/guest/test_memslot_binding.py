@@ -137,6 +137,9 @@ def test_unbind_releases_only_its_range(vm: api.Vm) -> None:
     the end (mutant d6a57adecd8e: `end - -1`) silently unbinds the neighbouring slot's
     pages, so a third slot may bind over them; clearing too little (c1a4f6d721fa:
     `end % 1`) leaves stale pointers to the deleted slot and the range never binds again.
+    That one needs a slot that does not start at file offset 0: the bindings xarray
+    keeps an aligned range as one multi-index entry, and clearing its first index
+    clears it all, so a slot at offset 0 is released even by the broken bound.
     """
     fd = vm.create_guest_memfd(SIZE)
     _bind(vm, 1, GPA, 2 * PAGE, fd, 0)
@@ -147,6 +150,8 @@ def test_unbind_releases_only_its_range(vm: api.Vm) -> None:
         lambda: _bind(vm, 3, GPA + SIZE, PAGE, fd, 2 * PAGE),
     )
     _bind(vm, 3, GPA + SIZE, 2 * PAGE, fd, 0)  # the released range binds again
+    vm.delete_region(2)  # a slot at file offset 2 pages
+    _bind(vm, 4, GPA + SIZE + 2 * PAGE, 2 * PAGE, fd, 2 * PAGE)  # its range binds again
 
 
 def test_punch_hole_beside_a_binding(vm: api.Vm) -> None:
