@@ -137,8 +137,8 @@ def score_table(
 ) -> dict[str, SuiteScore]:
     """Per suite over the mutants that ran (each a suite -> verdict map), plus ANY.
 
-    ANY: killed when some suite killed it, survived when every suite decided and none
-    killed, else unknown.
+    ANY: killed when some suite (or the boot) killed it, survived when every suite
+    decided and none killed, else unknown.
     """
     tally = {s: [0, 0, 0] for s in [*suites, ANY]}
     slot = {Verdict.KILLED: 0, Verdict.SURVIVED: 1}
@@ -146,7 +146,9 @@ def score_table(
         for s in suites:
             tally[s][slot.get(v.get(s, Verdict.UNKNOWN), 2)] += 1
         mine = [v.get(s, Verdict.UNKNOWN) for s in suites]
-        if Verdict.KILLED in mine:
+        # A WARN or crash while booting fails every lab run of the mutant: the lab
+        # caught it, though no suite gets the credit.
+        if Verdict.KILLED in mine or v.get(BOOT) is Verdict.KILLED:
             tally[ANY][0] += 1
         elif all(x is Verdict.SURVIVED for x in mine):
             tally[ANY][1] += 1

@@ -6,6 +6,7 @@ import pytest
 
 from harness.mutate.classify import (
     ANY,
+    BOOT,
     Verdict,
     baseline_of,
     classify_boot,
@@ -96,3 +97,6 @@ def test_scores_side_by_side_and_any_suite() -> None:
     assert (table[ANY].killed, table[ANY].survived, table[ANY].unknown) == (2, 1, 2)
     assert score_table([], ["py"])["py"].score is None
     assert score_table([], ["py"])["py"].percent == "n/a"
+    # Killed while booting: no suite's credit, but the lab caught it.
+    booted = score_table([{"py": V, "ks": V, BOOT: K}], ["py", "ks"])
+    assert booted["py"].survived == 1 and booted[ANY].killed == 1
