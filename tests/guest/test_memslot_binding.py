@@ -117,11 +117,11 @@ def test_binding_not_a_gmem_fd(vm: api.Vm) -> None:
         os.close(w)
     _expect_errno(errno.EINVAL, "VM fd as guest_memfd", lambda: _bind(vm, 1, GPA, SIZE, vm.fd))
     _expect_errno(errno.EBADF, "closed fd", lambda: _bind(vm, 1, GPA, SIZE, 1 << 20))
-    # KVM's other files too: kvm_gmem_prepare_memory_region() must compare f_op for
-    # equality. A vCPU file's private_data starts with the same struct kvm pointer a
-    # gmem_file does, so an ordering check that lets it through (mutant 64f92a59fbb2:
-    # `f_op > &kvm_gmem_fops`; kvm_main.c's fops sit below guest_memfd.c's) also passes
-    # the VM check and binds a vCPU as guest memory.
+    # KVM's other files too. A vCPU file is the dangerous one: its private_data starts
+    # with the same struct kvm pointer a gmem_file does, so it would pass the VM check
+    # if the f_op comparison let it through. (Mutant 64f92a59fbb2, `f_op > &kvm_gmem_fops`,
+    # still survives this: the vCPU's anonymous inode has size 0, so the size check
+    # refuses it with the same EINVAL; tests/guest/mutation has the argument.)
     vcpu_fd = api.ioctl_int(vm.fd, uapi.KVM_CREATE_VCPU, 0)
     kvm_fd = api.open_kvm()
     try:
