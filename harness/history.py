@@ -21,9 +21,9 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from harness.errors import InfraError, UserError
+from harness.errors import InfraError, LabError, UserError
 from harness.paths import REPO_ROOT
 
 DB_NAME = "history.sqlite"
@@ -238,6 +238,43 @@ class Database:
         """One SQL statement; errors surface through opened() as InfraError."""
         return self._conn.execute(sql, params)
 
+    def upsert(
+        self,
+        table: str,
+        columns: Mapping[str, Any],
+        digest: str,
+        children: tuple[str, str, Callable[[int], Iterable[Sequence[Any]]]],
+    ) -> tuple[str, int]:
+        """Insert or replace the row of `table` whose `key` is columns["key"] and its
+        child rows: ("new" | "updated" | "unchanged", its pk). Unchanged when the stored
+        `digest` column and folder already match; otherwise the rows of `children`
+        (table, INSERT statement, rows for the pk) are replaced. The names are the lab's
+        own; values go in as parameters.
+        """
+        child_table, insert, rows = children
+        with self.write():
+            old = self.execute(
+                f"SELECT pk, {digest}, folder FROM {table} WHERE key = ?", (columns["key"],)
+            ).fetchone()
+            if old is not None and old[1] == columns[digest] and old[2] == columns["folder"]:
+                return "unchanged", int(old[0])
+            names = ", ".join(columns)
+            marks = ", ".join(f":{n}" for n in columns)
+            updates = ", ".join(f"{n} = excluded.{n}" for n in columns if n != "key")
+            self.execute(
+                f"INSERT INTO {table} ({names}) VALUES ({marks}) "
+                f"ON CONFLICT (key) DO UPDATE SET {updates}",
+                columns,
+            )
+            pk = int(
+                self.execute(f"SELECT pk FROM {table} WHERE key = ?", (columns["key"],)).fetchone()[
+                    0
+                ]
+            )
+            self.execute(f"DELETE FROM {child_table} WHERE run_pk = ?", (pk,))
+            self.executemany(insert, rows(pk))
+        return ("new" if old is None else "updated"), pk
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
         return self._conn.executemany(sql, rows)
 
@@ -275,3 +312,24 @@ def opened(path: Path) -> Iterator[Database]:
         raise InfraError(f"the run history {path} failed: {exc}", REBUILD) from exc
     finally:
         db.close()
+
+
+T = TypeVar("T")
+
+
+def or_warn(
+    what: str, run_dir: Path, warn: Callable[[str], None], record: Callable[[], T]
+) -> T | None:
+    """record(), where failing to update the history must not change a run's outcome:
+    the history is an index that `lab history import` can rebuild, so a failure is a
+    warning with that remedy. `what` names the run ("this run", "this mutation run")."""
+    try:
+        return record()
+    except LabError as exc:
+        warn(f"[history] warning: {what} is not in the history: {exc.message}")
+    except Exception as exc:  # a history bug must not turn a finished run into a crash
+        warn(
+            f"[history] warning: {what} is not in the history ({type(exc).__name__}: "
+            f"{exc}); add it later with `lab history import {run_dir}`"
+        )
+    return None

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import LabError, UserError
-from harness.history import Database, default_path, opened
+from harness.errors import UserError
+from harness.history import Database, default_path, opened, or_warn
 
 if TYPE_CHECKING:
     from harness.mutate.classify import SuiteScore
@@ -185,38 +185,21 @@ def record_mutation(db: Database, run_dir: Path) -> MutationRecorded:
     """Record the mutation run in run_dir; the same run again updates its one row."""
     run_dir = run_dir.resolve()
     columns, pairs = _columns(run_dir)
-    with db.write():
-        old = db.execute(
-            "SELECT pk, source_sha256, folder FROM mutation_runs WHERE key = ?",
-            (columns["key"],),
-        ).fetchone()
-        if old is not None and old[1] == columns["source_sha256"] and old[2] == str(run_dir):
-            status, pk = "unchanged", int(old[0])
-        else:
-            status = "new" if old is None else "updated"
-            names = ", ".join(columns)
-            marks = ", ".join(f":{n}" for n in columns)
-            updates = ", ".join(f"{n} = excluded.{n}" for n in columns if n != "key")
-            db.execute(
-                f"INSERT INTO mutation_runs ({names}) VALUES ({marks}) "
-                f"ON CONFLICT (key) DO UPDATE SET {updates}",
-                columns,
-            )
-            pk = int(
-                db.execute(
-                    "SELECT pk FROM mutation_runs WHERE key = ?", (columns["key"],)
-                ).fetchone()[0]
-            )
-            db.execute("DELETE FROM mutation_scores WHERE run_pk = ?", (pk,))
-            db.executemany(
-                "INSERT INTO mutation_scores (run_pk, seq, suite, killed, survived, unknown, "
-                "score, ne_killed, ne_survived, ne_unknown, ne_score) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (pk, i, a.suite, a.killed, a.survived, a.unknown, a.score, *_counts(b))
-                    for i, (a, b) in enumerate(pairs)
-                ],
-            )
+    status, pk = db.upsert(
+        "mutation_runs",
+        columns,
+        "source_sha256",
+        (
+            "mutation_scores",
+            "INSERT INTO mutation_scores (run_pk, seq, suite, killed, survived, unknown, "
+            "score, ne_killed, ne_survived, ne_unknown, ne_score) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            lambda pk: [
+                (pk, i, a.suite, a.killed, a.survived, a.unknown, a.score, *_counts(b))
+                for i, (a, b) in enumerate(pairs)
+            ],
+        ),
+    )
     return MutationRecorded(_rows(db, "pk = ?", (pk,), None)[0], status)
 
 
@@ -226,17 +209,12 @@ def record_or_warn(
     """record_mutation into results_root's history at the end of `lab mutate`: the
     history is an index that can be rebuilt, so a failure is a warning with the remedy,
     never a changed exit code."""
-    try:
+
+    def record() -> MutationRecorded:
         with opened(default_path(results_root)) as db:
             return record_mutation(db, run_dir)
-    except LabError as exc:
-        warn(f"[history] warning: this mutation run is not in the history: {exc.message}")
-    except Exception as exc:  # a history bug must not turn a finished run into a crash
-        warn(
-            f"[history] warning: this mutation run is not in the history "
-            f"({type(exc).__name__}: {exc}); add it later with `lab history import {run_dir}`"
-        )
-    return None
+
+    return or_warn("this mutation run", run_dir, warn, record)
 
 
 # --- reading ------------------------------------------------------------------------

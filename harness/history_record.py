@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import history_mutate
-from harness.errors import LabError, UserError
-from harness.history import Database, default_path, identity, opened
+from harness.errors import UserError
+from harness.history import Database, default_path, identity, opened, or_warn
 from harness.history_query import RunRow, find_runs, run_by_pk
 from harness.results import RunRecord, load_summary
 
@@ -140,35 +140,20 @@ def record_run(db: Database, run_dir: Path) -> Recorded:
             f"{summary} cannot be read: {exc}", "the run folder is damaged; skip it"
         ) from exc
     columns = _run_columns(record, run_dir, hashlib.sha256(raw).hexdigest())
-    with db.write():
-        old = db.execute(
-            "SELECT pk, summary_sha256, folder FROM runs WHERE key = ?", (columns["key"],)
-        ).fetchone()
-        if old is not None and old[1] == columns["summary_sha256"] and old[2] == str(run_dir):
-            status = "unchanged"
-            pk = int(old[0])
-        else:
-            status = "new" if old is None else "updated"
-            names = ", ".join(columns)
-            marks = ", ".join(f":{n}" for n in columns)
-            updates = ", ".join(f"{n} = excluded.{n}" for n in columns if n != "key")
-            db.execute(
-                f"INSERT INTO runs ({names}) VALUES ({marks}) "
-                f"ON CONFLICT (key) DO UPDATE SET {updates}",
-                columns,
-            )
-            pk = int(
-                db.execute("SELECT pk FROM runs WHERE key = ?", (columns["key"],)).fetchone()[0]
-            )
-            db.execute("DELETE FROM results WHERE run_pk = ?", (pk,))
-            db.executemany(
-                "INSERT INTO results (run_pk, seq, suite, test, outcome, seconds, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (pk, i, r.suite, r.name, r.outcome.value, r.seconds, r.reason)
-                    for i, r in enumerate(record.results)
-                ],
-            )
+    status, pk = db.upsert(
+        "runs",
+        columns,
+        "summary_sha256",
+        (
+            "results",
+            "INSERT INTO results (run_pk, seq, suite, test, outcome, seconds, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            lambda pk: [
+                (pk, i, r.suite, r.name, r.outcome.value, r.seconds, r.reason)
+                for i, r in enumerate(record.results)
+            ],
+        ),
+    )
     return Recorded(run_by_pk(db, pk), status)
 
 
@@ -189,16 +174,7 @@ def record_or_warn(
     """record(), for the runner and the matrix right after a run's summary is written:
     the history is an index that can be rebuilt, so failing to update it is a warning
     (with the remedy) and never changes the run's exit code."""
-    try:
-        return record(results_root, run_dir)
-    except LabError as exc:
-        warn(f"[history] warning: this run is not in the history: {exc.message}")
-    except Exception as exc:  # a history bug must not turn a test verdict into a crash
-        warn(
-            f"[history] warning: this run is not in the history ({type(exc).__name__}: "
-            f"{exc}); add it later with `lab history import {run_dir}`"
-        )
-    return None
+    return or_warn("this run", run_dir, warn, lambda: record(results_root, run_dir))
 
 
 def build_identity(manifest: Path) -> dict[str, Any]:

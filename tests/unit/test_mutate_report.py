@@ -191,9 +191,7 @@ def test_an_open_survivor_and_one_without_a_note(tmp_path: Path) -> None:
 
 
 def test_without_notes_every_survivor_is_open(tmp_path: Path) -> None:
-    state = make_state(tmp_path)
-    _, md = render(state, tmp_path)
-    text = md.read_text()
+    text = render(make_state(tmp_path), tmp_path)[1].read_text()
     assert "**Survivors:** 2 survivor(s): 0 accounted for" in text
     assert "no notes file: `--notes FILE`" in text
     assert "## Argued equivalent" not in text and "No note" not in text
