@@ -17,6 +17,7 @@ from typing import Any
 from harness import history_mutate, interrupt, names
 from harness.build import load_build
 from harness.cachelock import locked
+from harness.commands.run import add_suite_timeout_argument
 from harness.config import LabConfig
 from harness.errors import InfraError, UserError
 from harness.kmake import build_env, kernel_make
@@ -100,13 +101,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help=f"per mutant: build, boot and suites (default {DEFAULT_DEADLINE_S:.0f})",
     )
-    parser.add_argument(
-        "--suite-timeout",
-        type=int,
-        metavar="SECONDS",
-        help="cap each suite's timeout_s (lab run --suite-timeout): a mutant that hangs the "
-        "guest is killed by a timeout after SECONDS instead of lab.yaml's budget",
-    )
+    add_suite_timeout_argument(parser)
     parser.add_argument(
         "--results",
         type=Path,
@@ -149,8 +144,6 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
     settings = {"files": sorted(files), "suites": suites, "filters": filters}
     settings |= {"sample": args.sample, "seed": args.seed}
     if args.suite_timeout is not None:
-        if args.suite_timeout < 1:
-            raise UserError("--suite-timeout must be at least 1", "pass --suite-timeout SECONDS")
         # A timeout decides verdicts (a slow suite is a kill): another cap, another run.
         settings["suite_timeout"] = args.suite_timeout
     run_dir = (args.results or _default_run_dir(kernel, config_name, settings)).resolve()

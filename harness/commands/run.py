@@ -31,13 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a kernel name from lab.yaml or the path of a kernel tree (default: defaults.kernel)",
     )
     parser.add_argument("--config", help="a config set from lab.yaml (default: defaults.config)")
-    parser.add_argument(
-        "--suite-timeout",
-        type=int,
-        metavar="SECONDS",
-        help="cap every suite's timeout_s from lab.yaml at SECONDS (lab mutate uses it: a "
-        "mutant that hangs the guest then costs minutes)",
-    )
+    add_suite_timeout_argument(parser)
     add_series_arguments(parser)
     parser.add_argument(
         "--suites",
@@ -82,6 +76,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def add_ab_argument(parser: argparse.ArgumentParser, help: str) -> None:
     """--ab [BASE]: args.ab is None without it, "" alone (the kernel's own git base)."""
     parser.add_argument("--ab", nargs="?", const="", default=None, metavar="BASE", help=help)
+
+
+def seconds_at_least_1(text: str) -> int:
+    """argparse type for a whole number of seconds >= 1 (a bad value exits 3 via argparse)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1 second")
+    return value
+
+
+def add_suite_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """--suite-timeout SECONDS (lab run, lab mutate): cap every suite's timeout_s."""
+    parser.add_argument(
+        "--suite-timeout",
+        type=seconds_at_least_1,
+        metavar="SECONDS",
+        help="cap every suite's timeout_s from lab.yaml at SECONDS: a kernel that hangs the "
+        "guest then costs minutes, not the suite's whole budget (lab mutate passes it on)",
+    )
 
 
 def add_series_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,11 +150,6 @@ def run(args: argparse.Namespace, lab: LabConfig) -> int:
             lab = selection.narrow(lab, sel)
     names = tuple(dict.fromkeys(sel.suite for sel in picked))
     if args.suite_timeout is not None:
-        if args.suite_timeout < 1:
-            raise UserError(
-                f"--suite-timeout {args.suite_timeout}: must be at least 1 second",
-                "pass --suite-timeout SECONDS with SECONDS >= 1",
-            )
         lab = selection.cap_timeouts(lab, args.suite_timeout)
     if args.wait < 0:
         raise UserError(f"--wait {args.wait}: must be 0 or more seconds", "pass --wait 0 or more")

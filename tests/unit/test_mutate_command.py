@@ -77,6 +77,13 @@ def test_bad_selections_are_user_errors(
     assert lab(lab_file, "--list", "--diff", str(empty)) == 3
     assert "no line to mutate" in capsys.readouterr().err
     assert cli.main(["--lab", str(lab_file), "mutate", "--file", "../x.c", "--list"]) == 3
+    # --suite-timeout is checked by argparse, the same way for lab run and lab mutate.
+    for argv in (["mutate", "--file", FILE, "--list"], ["run"]):
+        for bad in ("0", "-5", "ten"):
+            with pytest.raises(SystemExit) as info:
+                cli.main(["--lab", str(lab_file), *argv, "--suite-timeout", bad])
+            assert info.value.code == 3, (argv, bad)
+    assert "must be at least 1 second" in capsys.readouterr().err
 
 
 def test_mutant_ids_select_exactly_those_mutants(
